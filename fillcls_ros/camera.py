@@ -1,0 +1,199 @@
+"""``fillcls-camera``: a camera publisher for demos, tests and benchmarks.
+
+Publishes ``image`` (sensor_msgs/Image) at ``rate`` Hz from one of these sources (parameter
+``source``):
+
+* ``synthetic``: coloured containers on a plain background (cheap; for benchmarks and tests);
+* ``procedural``: the trainer's procedural camera frames of the test containers of ``split``
+  (unseen shapes), with their ground truth;
+* a folder of images (``.png``, ``.jpg``, ...), played in name order;
+* a video file (anything OpenCV reads).
+
+For the synthetic and procedural sources it also publishes the ground truth on
+``image/ground_truth`` as a ``fillcls_msgs/FillingLevelArray`` with the frame's header (true
+level, true box as ROI, confidence 1).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rclpy
+from fillcls_msgs.msg import FillingLevel, FillingLevelArray
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, RegionOfInterest
+
+from .core import LEVEL_PERCENT
+from .image_codec import rgb_to_image_fields
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def synthetic_frame(index: int, width: int = 640, height: int = 480, containers: int = 1):
+    """A deterministic frame with ``containers`` coloured upright boxes on a grey background.
+
+    Returns ``(rgb, truth)``; ``truth`` is a list of ``(level, box)`` with levels 0..3 cycling.
+    """
+    rng = np.random.default_rng(index)
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[:] = rng.integers(90, 140, 3, dtype=np.uint8)
+    truth = []
+    slot = width // max(1, containers)
+    for i in range(containers):
+        w = int(slot * rng.uniform(0.3, 0.6))
+        h = int(height * rng.uniform(0.35, 0.7))
+        x0 = i * slot + int(rng.integers(0, max(1, slot - w)))
+        y0 = int(rng.integers(0, height - h))
+        level = (index + i) % 4
+        colour = rng.integers(0, 256, 3)
+        colour[i % 3] = 255
+        rgb[y0 : y0 + h, x0 : x0 + w] = colour.astype(np.uint8)
+        if level in (1, 2):  # a darker "content" band up to the level
+            fill = int(h * (0.5 if level == 1 else 0.9))
+            rgb[y0 + h - fill : y0 + h, x0 : x0 + w] //= 2
+        truth.append((level, (x0, y0, x0 + w, y0 + h)))
+    return rgb, truth
+
+
+class FrameSource:
+    """Iterates ``(rgb, truth or None)`` frames from a source spec (see module docstring)."""
+
+    def __init__(self, source: str, width: int, height: int, containers: int = 1, split: str = "S1",
+                 seed: int = 0, loop: bool = True):
+        self.source, self.width, self.height = source, width, height
+        self.containers, self.split, self.seed, self.loop = containers, split, seed, loop
+        self.index = 0
+        self.files: list[Path] = []
+        self.video = None
+        if source in ("synthetic", "procedural"):
+            if source == "procedural":
+                from training.data import SPLITS, render_frame  # noqa: F401  (checked here, used below)
+
+                if split not in SPLITS:
+                    raise ValueError(f"parameter split must be one of {', '.join(SPLITS)}, got {split!r}")
+        elif os.path.isdir(source):
+            self.files = sorted(p for p in Path(source).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self.files:
+                raise ValueError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        elif os.path.isfile(source):
+            self.video = cv2.VideoCapture(source)
+            if not self.video.isOpened():
+                raise ValueError(f"{source}: OpenCV cannot open this video file")
+        else:
+            raise ValueError(f"source {source!r} is neither 'synthetic', 'procedural', a folder nor a file")
+
+    def next(self):
+        """The next frame, or None when a non-looping source is exhausted."""
+        i = self.index
+        self.index += 1
+        if self.source == "synthetic":
+            return synthetic_frame(self.seed * 1_000_003 + i, self.width, self.height, self.containers)
+        if self.source == "procedural":
+            from training.data import SPLITS, render_frame
+
+            rgb, anns = render_frame(self.seed * 1_000_003 + i, width=self.width, height=self.height,
+                                     containers=SPLITS[self.split], n_containers=self.containers)
+            return rgb, [(a["label"], tuple(a["box"])) for a in anns]
+        if self.files:
+            if i >= len(self.files) and not self.loop:
+                return None
+            path = self.files[i % len(self.files)]
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError(f"{path}: cannot read this image")
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
+        ok, bgr = self.video.read()
+        if not ok and self.loop:
+            self.video.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self.video.read()
+        return (cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None) if ok else None
+
+
+def truth_message(header, truth) -> FillingLevelArray:
+    """Ground truth as a FillingLevelArray (confidence 1, one-hot probabilities, true boxes)."""
+    out = FillingLevelArray(header=header, model_id="ground_truth")
+    for level, (x0, y0, x1, y1) in truth:
+        probs = [0.0] * 4
+        probs[level] = 1.0
+        out.containers.append(FillingLevel(
+            level=level, percentage=LEVEL_PERCENT[level], confidence=1.0, probabilities=probs,
+            roi=RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0),
+            segmentation_score=1.0))
+    return out
+
+
+class CameraNode(Node):
+    """Publishes frames of a :class:`FrameSource` at a fixed rate (see module docstring)."""
+
+    def __init__(self, **kwargs):
+        super().__init__("fillcls_camera", **kwargs)
+        p = {name: self.declare_parameter(name, default).value for name, default in (
+            ("source", "synthetic"), ("rate", 30.0), ("width", 640), ("height", 480),
+            ("containers", 1), ("split", "S1"), ("seed", 0), ("loop", True), ("count", 0),
+            ("encoding", "rgb8"), ("frame_id", "camera"))}
+        if p["encoding"] not in ("rgb8", "bgr8"):
+            raise ValueError(f"parameter encoding must be rgb8 or bgr8, got {p['encoding']!r}")
+        if not (0 < p["rate"] <= 1000):
+            raise ValueError(f"parameter rate must be in (0, 1000] Hz, got {p['rate']}")
+        self.params = p
+        self.frames = FrameSource(p["source"], p["width"], p["height"], p["containers"], p["split"],
+                                  p["seed"], p["loop"])
+        self.pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
+        self.truth_pub = self.create_publisher(FillingLevelArray, "image/ground_truth", 100)
+        self.sent = 0
+        self.timer = self.create_timer(1.0 / p["rate"], self._tick)
+        self.get_logger().info(f"publishing {p['source']} frames on {self.pub.topic_name} at {p['rate']:g} Hz")
+
+    def _tick(self):
+        if self.params["count"] and self.sent >= self.params["count"]:
+            self.timer.cancel()
+            return
+        frame = self.frames.next()
+        if frame is None:
+            self.timer.cancel()
+            self.get_logger().info(f"source exhausted after {self.sent} frames")
+            return
+        rgb, truth = frame
+        if self.params["encoding"] == "bgr8":
+            rgb = rgb[..., ::-1]
+        msg = Image(**rgb_to_image_fields(rgb))
+        if self.params["encoding"] == "bgr8":
+            msg.encoding = "bgr8"
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.params["frame_id"]
+        if truth is not None:
+            self.truth_pub.publish(truth_message(msg.header, truth))
+        self.pub.publish(msg)
+        self.sent += 1
+
+
+def main(args=None) -> int:
+    """Entry point of ``fillcls-camera``."""
+    rclpy.init(args=args)
+    try:
+        node = CameraNode()
+    except (ValueError, ImportError) as exc:
+        rclpy.logging.get_logger("fillcls_camera").fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if node.context.ok():
+            raise
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Shared fixtures: a private ROS domain per test session, tiny model checkpoints."""
+
+import os
+import random
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Keep DDS traffic on this machine and away from other test runs (Kilted ignores ROS_LOCALHOST_ONLY).
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(10, 100)))
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(REPO, "config", "fastdds_shm.xml"))
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+
+def make_checkpoint(path, input_size=32, model_id="test-model", seed=0, **header):
+    """A randomly initialised ResNet-18 classifier checkpoint (project format)."""
+    import torch
+
+    from fillcls_ros import core
+
+    torch.manual_seed(seed)
+    model = core.build_model("resnet18")
+    core.save_checkpoint(path, model.state_dict(),
+                         core.CheckpointHeader(input_size=input_size, model_id=model_id, **header))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """Path of a random ResNet-18 checkpoint at 32 px (fast on the CPU)."""
+    return make_checkpoint(tmp_path_factory.mktemp("models") / "tiny.pt")
