@@ -28,6 +28,8 @@ setup(
         "console_scripts": [
             "fillcls-node = fillcls_ros.node:main",
             "fillcls-camera = fillcls_ros.camera:main",
+            "fillcls-demo = fillcls_ros.demo:main",
+            "fillcls-bag = fillcls_ros.bag:main",
         ],
     },
 )

@@ -1,6 +1,7 @@
 """``fillcls-camera``: a camera publisher for demos, tests and benchmarks.
 
-Publishes ``image`` (sensor_msgs/Image) at ``rate`` Hz from one of these sources (parameter
+Publishes ``image`` (sensor_msgs/Image) at ``rate`` Hz (after ``wait_for_subscribers`` image
+subscribers have matched, when that parameter is > 0) from one of these sources (parameter
 ``source``):
 
 * ``synthetic``: coloured containers on a plain background (cheap; for benchmarks and tests);
@@ -136,7 +137,7 @@ class CameraNode(Node):
         p = {name: self.declare_parameter(name, default).value for name, default in (
             ("source", "synthetic"), ("rate", 30.0), ("width", 640), ("height", 480),
             ("containers", 1), ("split", "S1"), ("seed", 0), ("loop", True), ("count", 0),
-            ("encoding", "rgb8"), ("frame_id", "camera"))}
+            ("encoding", "rgb8"), ("frame_id", "camera"), ("wait_for_subscribers", 0))}
         if p["encoding"] not in ("rgb8", "bgr8"):
             raise ValueError(f"parameter encoding must be rgb8 or bgr8, got {p['encoding']!r}")
         if not (0 < p["rate"] <= 1000):
@@ -147,10 +148,24 @@ class CameraNode(Node):
         self.pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
         self.truth_pub = self.create_publisher(FillingLevelArray, "image/ground_truth", 100)
         self.sent = 0
+        self._ready_since = None  # wait_for_subscribers: when all subscribers were first seen
         self.timer = self.create_timer(1.0 / p["rate"], self._tick)
         self.get_logger().info(f"publishing {p['source']} frames on {self.pub.topic_name} at {p['rate']:g} Hz")
 
+    def _subscribers_ready(self) -> bool:
+        """True once ``wait_for_subscribers`` image subscribers (and a ground-truth one) matched."""
+        n = self.params["wait_for_subscribers"]
+        if n <= 0:
+            return True
+        if self.pub.get_subscription_count() >= n and self.truth_pub.get_subscription_count() >= 1:
+            now = self.get_clock().now().nanoseconds
+            self._ready_since = self._ready_since or now
+            return now - self._ready_since > 5e8  # let the matches settle on both sides
+        return False
+
     def _tick(self):
+        if self.sent == 0 and not self._subscribers_ready():
+            return
         if self.params["count"] and self.sent >= self.params["count"]:
             self.timer.cancel()
             return

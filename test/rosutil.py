@@ -2,65 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 
 import numpy as np
 
-BIN = os.path.dirname(sys.executable)
+from fillcls_ros.processes import BIN, RosProcess  # noqa: F401
 
 
-class NodeProcess:
-    """``fillcls-node`` in its own process, with its output collected in ``self.output``."""
+class NodeProcess(RosProcess):
+    """``fillcls-node`` (or ``node_exe``) in its own process, output in ``self.output``."""
 
     def __init__(self, params: dict, extra_args=(), node_exe="fillcls-node"):
-        fd, self.params_file = tempfile.mkstemp(suffix=".yaml")
-        with os.fdopen(fd, "w") as f:
-            f.write("/**:\n  ros__parameters:\n")
-            for k, v in params.items():
-                f.write(f"    {k}: {v!r}\n" if isinstance(v, str) else f"    {k}: {str(v).lower() if isinstance(v, bool) else v}\n")
-        cmd = [os.path.join(BIN, node_exe), "--ros-args", "--params-file", self.params_file, *extra_args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for_output(self, text: str, timeout: float = 60.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if text in self.output:
-                return True
-            if self.proc.poll() is not None:
-                time.sleep(0.2)
-                return text in self.output
-            time.sleep(0.05)
-        return False
-
-    def stop(self, sig=signal.SIGINT, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self._reader.join(5)
-        os.unlink(self.params_file)
-        return rc
+        super().__init__(node_exe, params, extra_args)
 
 
 def spin_until(node, predicate, timeout: float) -> bool:
