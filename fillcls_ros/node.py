@@ -75,7 +75,7 @@ class FillingNode(Node):
 
     #: Parameters that define the estimator: a change rebuilds it (and is rejected if that fails).
     ESTIMATOR_PARAMS = ("model_path", "device", "fp16", "input_size", "segmentation_backend",
-                        "segmentation_score_threshold", "max_containers")
+                        "segmentation_score_threshold", "max_containers", "cpu_jit")
 
     def __init__(self, **kwargs):
         super().__init__("fillcls_node", **kwargs)
@@ -86,6 +86,8 @@ class FillingNode(Node):
             "Torch device: cpu, cuda or cuda:N; falls back to the CPU with a warning when CUDA is missing",
             additional="cpu | cuda | cuda:N"))
         self.declare_parameter("fp16", False, _descriptor("Half-precision inference (CUDA only)"))
+        self.declare_parameter("cpu_jit", True, _descriptor(
+            "On the CPU, run a TorchScript-frozen copy of the model (same outputs, ~15 % faster)"))
         self.declare_parameter("input_size", 0, _descriptor(
             "Classifier input side in pixels; 0: the size the model was trained at", int_range=(0, 1024)))
         self.declare_parameter("segmentation_backend", "full_frame", _descriptor(
@@ -130,6 +132,7 @@ class FillingNode(Node):
         self.bad_frames: Counter[str] = Counter()
         self._bad_logged: dict[str, float] = {}
         self._last_latency = float("nan")
+        self._last_callback = float("nan")  # seconds spent in the last frame's callback
         self.diag_timer = self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(f"listening on {self.sub.topic_name} ({reliability}, depth {qos.depth}), "
                                f"publishing {self.pub.topic_name}")
@@ -143,14 +146,14 @@ class FillingNode(Node):
             model_path=get("model_path") or default_model_path(), device=get("device"), fp16=get("fp16"),
             input_size=get("input_size"), segmentation_backend=get("segmentation_backend"),
             segmentation_score_threshold=get("segmentation_score_threshold"),
-            max_containers=get("max_containers"))
+            max_containers=get("max_containers"), cpu_jit=get("cpu_jit"))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in self.ESTIMATOR_PARAMS}
         if not changes:
             return SetParametersResult(successful=True)
         cfg = self._estimator_config(changes)
-        heavy = any(n in changes for n in ("model_path", "device", "fp16", "segmentation_backend"))
+        heavy = any(n in changes for n in ("model_path", "device", "fp16", "segmentation_backend", "cpu_jit"))
         try:
             if heavy:
                 estimator = FillingEstimator(cfg)
@@ -183,6 +186,7 @@ class FillingNode(Node):
 
     def _process(self, msg, convert) -> None:
         self.counters["received"] += 1
+        t_start = time.perf_counter()
         try:
             rgb = convert(msg)
         except BadFrame as exc:
@@ -205,13 +209,15 @@ class FillingNode(Node):
         self.counters["published"] += 1
         stamp = msg.header.stamp
         self._last_latency = self.get_clock().now().nanoseconds * 1e-9 - (stamp.sec + stamp.nanosec * 1e-9)
+        self._last_callback = time.perf_counter() - t_start
         if self.get_parameter("publish_debug_image").value and self.debug_pub.get_subscription_count() > 0:
             self.debug_pub.publish(Image(header=msg.header, **rgb_to_image_fields(draw_debug(rgb, results))))
 
     def _publish_diagnostics(self) -> None:
         values = {"frames_received": self.counters["received"], "frames_published": self.counters["published"],
                   "bad_frames": sum(self.bad_frames.values()), "model_id": self.estimator.model_id,
-                  "device": str(self.estimator.device), "last_latency_s": f"{self._last_latency:.4f}"}
+                  "device": str(self.estimator.device), "last_latency_s": f"{self._last_latency:.4f}",
+                  "time_callback_s": f"{self._last_callback:.4f}"}
         values.update({f"bad_frames_{k}": v for k, v in sorted(self.bad_frames.items())})
         values.update({f"time_{k}_s": f"{v:.4f}" for k, v in self.estimator.last_timing.items()})
         level = DiagnosticStatus.WARN if self.bad_frames else DiagnosticStatus.OK
