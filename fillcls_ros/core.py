@@ -306,3 +306,25 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu"
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit {header.arch}: {exc}") from exc
     return model.eval().to(device), header
+
+
+def packaged_model(filename: str, env: str) -> str:
+    """Path of a model shipped with the package: ``$env`` if set, else ``models/<filename>`` in the
+    installed share directory (ament) or the source tree (the latter path even if missing, so that
+    the error names it)."""
+    if os.environ.get(env):
+        return os.environ[env]
+    from pathlib import Path
+
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("fillcls_ros")) / "models" / filename)
+    except Exception:  # not installed through ament (pip / source tree)
+        pass
+    candidates.append(Path(__file__).resolve().parent.parent / "models" / filename)
+    for c in candidates:
+        if c.is_file():
+            return str(c)
+    return str(candidates[-1])

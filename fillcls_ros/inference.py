@@ -95,6 +95,9 @@ class EstimatorConfig:
     segmentation_score_threshold: float = 0.5
     max_containers: int = 5
     margin: float = DEFAULT_MARGIN
+    segmentation_model: str = ""  # learned / maskrcnn weights ("" = packaged segmenter for learned)
+    segmentation_mask_threshold: float = 0.5
+    maskrcnn_classes: tuple = ("cup", "wine glass")
     cpu_jit: bool = True  # TorchScript-freeze the model for CPU inference (same outputs, ~15 % faster)
 
 
@@ -112,7 +115,10 @@ class FillingEstimator:
         self.device, warning = resolve_device(config.device)
         if warning:
             self.warnings.append(warning)
-        self.segment = segmentation.make_segmenter(config.segmentation_backend)
+        self.segment = segmentation.make_segmenter(
+            config.segmentation_backend, model=config.segmentation_model,
+            mask_threshold=config.segmentation_mask_threshold, classes=tuple(config.maskrcnn_classes),
+            device=str(self.device))
         self.model, self.header = load_classifier(config.model_path, self.device)
         self.fp16 = bool(config.fp16) and self.device.type == "cuda"
         if config.fp16 and not self.fp16:

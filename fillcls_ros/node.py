@@ -13,11 +13,9 @@ Topics: subscribes ``image`` (sensor_msgs/Image) or ``image/compressed``
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -31,7 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from . import segmentation
-from .core import CheckpointError
+from .core import CheckpointError, packaged_model
 from .image_codec import BadFrame, compressed_to_rgb, image_to_rgb, rgb_to_image_fields
 from .inference import EstimatorConfig, FillingEstimator, describe, draw_debug
 
@@ -42,20 +40,7 @@ BAD_FRAME_LOG_PERIOD = 10.0
 def default_model_path() -> str:
     """The model used when ``model_path`` is empty: ``$FILLCLS_MODEL``, else the package's
     ``models/default.pt`` (installed share directory, or the source tree)."""
-    if os.environ.get("FILLCLS_MODEL"):
-        return os.environ["FILLCLS_MODEL"]
-    candidates = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory("fillcls_ros")) / "models" / "default.pt")
-    except Exception:  # not installed through ament (pip / source tree)
-        pass
-    candidates.append(Path(__file__).resolve().parent.parent / "models" / "default.pt")
-    for c in candidates:
-        if c.is_file():
-            return str(c)
-    return str(candidates[-1])
+    return packaged_model("default.pt", "FILLCLS_MODEL")
 
 
 def _descriptor(description: str, *, read_only: bool = False, int_range=None, float_range=None,
@@ -75,7 +60,8 @@ class FillingNode(Node):
 
     #: Parameters that define the estimator: a change rebuilds it (and is rejected if that fails).
     ESTIMATOR_PARAMS = ("model_path", "device", "fp16", "input_size", "segmentation_backend",
-                        "segmentation_score_threshold", "max_containers", "cpu_jit")
+                        "segmentation_score_threshold", "max_containers", "cpu_jit",
+                        "segmentation_model", "segmentation_mask_threshold", "maskrcnn_classes")
 
     def __init__(self, **kwargs):
         super().__init__("fillcls_node", **kwargs)
@@ -94,6 +80,14 @@ class FillingNode(Node):
             f"Container segmentation backend: {backends}", additional=backends))
         self.declare_parameter("segmentation_score_threshold", 0.5, _descriptor(
             "Minimum segmentation score of a container", float_range=(0.0, 1.0)))
+        self.declare_parameter("segmentation_model", "", _descriptor(
+            "Weights of the learned / maskrcnn backend; empty: the package's models/segmenter.pt "
+            "($FILLCLS_SEGMENTER) for learned, required for maskrcnn"))
+        self.declare_parameter("segmentation_mask_threshold", 0.5, _descriptor(
+            "Probability above which a pixel belongs to a container mask (learned, maskrcnn)",
+            float_range=(0.0, 1.0)))
+        self.declare_parameter("maskrcnn_classes", ["cup", "wine glass"], _descriptor(
+            "COCO classes kept by the maskrcnn backend: cup, wine glass, bottle, bowl"))
         self.declare_parameter("max_containers", 5, _descriptor(
             "Maximum containers classified per frame (best scores first)", int_range=(1, 64)))
         self.declare_parameter("publish_debug_image", True, _descriptor(
@@ -146,14 +140,19 @@ class FillingNode(Node):
             model_path=get("model_path") or default_model_path(), device=get("device"), fp16=get("fp16"),
             input_size=get("input_size"), segmentation_backend=get("segmentation_backend"),
             segmentation_score_threshold=get("segmentation_score_threshold"),
-            max_containers=get("max_containers"), cpu_jit=get("cpu_jit"))
+            max_containers=get("max_containers"), cpu_jit=get("cpu_jit"),
+            segmentation_model=get("segmentation_model"),
+            segmentation_mask_threshold=get("segmentation_mask_threshold"),
+            maskrcnn_classes=tuple(get("maskrcnn_classes")))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in self.ESTIMATOR_PARAMS}
         if not changes:
             return SetParametersResult(successful=True)
         cfg = self._estimator_config(changes)
-        heavy = any(n in changes for n in ("model_path", "device", "fp16", "segmentation_backend", "cpu_jit"))
+        heavy = any(n in changes for n in ("model_path", "device", "fp16", "segmentation_backend", "cpu_jit",
+                                           "segmentation_model", "segmentation_mask_threshold",
+                                           "maskrcnn_classes"))
         try:
             if heavy:
                 estimator = FillingEstimator(cfg)

@@ -9,7 +9,10 @@ Backends here:
 
 * ``full_frame``: the whole frame is one container (for upstream nodes that publish crops);
 * ``threshold``: a classical detector for a container in front of a plain background
-  (colour distance to the frame border's median colour, morphology, connected components).
+  (colour distance to the frame border's median colour, morphology, connected components);
+* ``learned``: the project's small segmentation network trained on procedural frames
+  (:mod:`fillcls_ros.segnet`; the offline default);
+* ``maskrcnn``: torchvision Mask R-CNN with COCO weights from a file, keeping container classes.
 """
 
 from __future__ import annotations
@@ -52,10 +55,18 @@ def register(name: str):
 
 
 def make_segmenter(name: str, **options) -> Segmenter:
-    """Build the backend ``name`` with its ``options`` (ValueError naming the known backends)."""
+    """Build the backend ``name`` (ValueError naming the known backends).
+
+    ``options`` the backend's factory does not take are ignored, so a caller (the node) can pass
+    all its segmentation settings to any backend.
+    """
+    import inspect
+
     if name not in BACKENDS:
         raise ValueError(f"unknown segmentation backend {name!r}; known: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[name](**options)
+    factory = BACKENDS[name]
+    accepted = inspect.signature(factory).parameters
+    return factory(**{k: v for k, v in options.items() if k in accepted})
 
 
 def select(detections: Sequence[Detection], score_threshold: float, max_containers: int) -> list[Detection]:
@@ -115,5 +126,99 @@ def threshold(work_width: int = 160, distance: float = 40.0, min_area: float = 0
             out.append(Detection(box, score, mask))
         out.sort(key=lambda d: (d.box[0], d.box[1]))  # stable left-to-right order before scoring
         return out
+
+    return segment
+
+
+def _model_path(path: str) -> str:
+    """``path``, or the packaged ``models/segmenter.pt`` (``$FILLCLS_SEGMENTER`` first) when empty."""
+    if path:
+        return path
+    from .core import packaged_model
+
+    return packaged_model("segmenter.pt", "FILLCLS_SEGMENTER")
+
+
+@register("learned")
+def learned(model: str = "", mask_threshold: float = 0.5, min_area: float = 0.002,
+            device: str = "cpu") -> Segmenter:
+    """The project's own segmentation network (:mod:`fillcls_ros.segnet`), trained on procedural
+    frames by ``python -m training segtrain``; ``model`` "" = the packaged models/segmenter.pt."""
+    import torch
+
+    from .segnet import frame_to_input, instances, load_segnet
+
+    path = _model_path(model)
+    net, _, input_hw = load_segnet(path, device)
+
+    @torch.inference_mode()
+    def segment(rgb: np.ndarray) -> list[Detection]:
+        x = frame_to_input(rgb, input_hw)[None].to(device)
+        prob = torch.sigmoid(net(x))[0].float().cpu().numpy()
+        return [Detection(box, score, mask)
+                for box, score, mask in instances(prob, rgb.shape[:2], mask_threshold, min_area)]
+
+    return segment
+
+
+#: COCO category ids (torchvision's 91-way indexing) of containers.
+COCO_CONTAINERS = {"cup": 47, "wine glass": 46, "bottle": 44, "bowl": 51}
+
+
+@register("maskrcnn")
+def maskrcnn(model: str = "", classes: Sequence[str] = ("cup", "wine glass"), mask_threshold: float = 0.5,
+             box_score_threshold: float = 0.05, device: str = "cpu", allow_random: bool = False,
+             min_size: int = 800) -> Segmenter:
+    """torchvision Mask R-CNN (ResNet-50 FPN) with COCO weights from the file ``model``.
+
+    ``model``: a torchvision ``maskrcnn_resnet50_fpn`` COCO state dict (e.g.
+    ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``), loaded with ``weights_only=True``. Only the COCO
+    ``classes`` that are containers are kept (cup and wine glass; bottle and bowl on request);
+    masks are binarised at ``mask_threshold``; ``min_size`` is the network's resize target
+    (torchvision's default 800). ``allow_random`` builds an untrained network when
+    ``model`` is empty (tests of the plumbing only; it finds nothing meaningful).
+    """
+    import torch
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    from .core import CheckpointError
+
+    unknown = [c for c in classes if c not in COCO_CONTAINERS]
+    if unknown:
+        raise ValueError(f"maskrcnn classes {unknown} unknown; choose from {', '.join(COCO_CONTAINERS)}")
+    keep = torch.tensor([COCO_CONTAINERS[c] for c in classes])
+    net = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91,
+                                box_score_thresh=box_score_threshold, min_size=min_size)
+    if model:
+        try:
+            state = torch.load(model, map_location="cpu", weights_only=True)
+        except FileNotFoundError as exc:
+            raise CheckpointError(f"{model}: Mask R-CNN weights file not found") from exc
+        except Exception as exc:
+            raise CheckpointError(f"{model}: not a readable weights file ({type(exc).__name__}: {exc})") from exc
+        state = state.get("model", state) if isinstance(state, dict) else state
+        try:
+            net.load_state_dict(state, strict=True)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{model}: not torchvision maskrcnn_resnet50_fpn COCO weights: {exc}") from exc
+    elif not allow_random:
+        raise CheckpointError("maskrcnn backend: parameter segmentation_model must name a torchvision "
+                              "maskrcnn_resnet50_fpn COCO weights file (nothing is downloaded)")
+    net.eval().to(device)
+
+    @torch.inference_mode()
+    def segment(rgb: np.ndarray) -> list[Detection]:
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0).to(device)
+        out = net([x])[0]
+        sel = torch.isin(out["labels"].cpu(), keep)
+        dets = []
+        h, w = rgb.shape[:2]
+        for box, score, mask in zip(out["boxes"][sel].cpu(), out["scores"][sel].cpu(), out["masks"][sel].cpu()):
+            x0, y0, x1, y1 = box.tolist()
+            b = (max(0, int(np.floor(x0))), max(0, int(np.floor(y0))), min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1))))
+            if b[2] > b[0] and b[3] > b[1]:
+                dets.append(Detection(b, float(score), (mask[0] >= mask_threshold).numpy()))
+        dets.sort(key=lambda d: (-d.score, d.box[0]))
+        return dets
 
     return segment

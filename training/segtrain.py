@@ -1,0 +1,236 @@
+"""``python -m training segtrain``: train the node's ``learned`` segmentation backend.
+
+The network (:class:`fillcls_ros.segnet.FillSegNet`) learns container-foreground masks from the
+procedural full camera frames (:func:`training.data.render_frame`) of a split's *training*
+containers, and is evaluated on frames of its *test* containers (unseen shapes): mean mask IoU
+and box recall / precision at IoU 0.5, with the node's own post-processing
+(:func:`fillcls_ros.segnet.instances`). Per-epoch checkpoints; ``--resume`` continues a killed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from fillcls_ros.core import save_checkpoint, read_checkpoint
+from fillcls_ros.segnet import (DEFAULT_INPUT_HW, FillSegNet, frame_to_input, instances, load_segnet,
+                                segmenter_header)
+
+
+@dataclass
+class SegConfig:
+    """Settings of one segmenter training run (all overridable on the command line)."""
+
+    split: str = "S1"
+    train_frames: int = 1200
+    eval_frames: int = 200
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 3e-3
+    width: int = 16
+    input_h: int = DEFAULT_INPUT_HW[0]
+    input_w: int = DEFAULT_INPUT_HW[1]
+    frame_w: int = 640
+    frame_h: int = 480
+    max_containers: int = 3
+    seed: int = 0
+
+
+PRESETS = {
+    "tiny": dict(train_frames=24, eval_frames=8, epochs=2, batch_size=8, width=8, input_h=96, input_w=128,
+                 frame_w=320, frame_h=240),
+    "cpu": {},
+}
+
+
+def iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _render(args):
+    seed, cfg, containers = args
+    from training.data import render_frame
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, cfg.max_containers + 1)) if cfg.max_containers > 1 else 1
+    n = max(n, 1) if rng.random() < 0.9 else n  # a few frames without any container
+    rgb, anns = render_frame(seed, width=cfg.frame_w, height=cfg.frame_h, containers=containers, n_containers=n)
+    mask = np.zeros(rgb.shape[:2], bool)
+    for a in anns:
+        mask |= a["mask"]
+    x = (frame_to_input(rgb, (cfg.input_h, cfg.input_w)) * 255).round().to(torch.uint8).numpy()
+    out_hw = (cfg.input_h // 2, cfg.input_w // 2)
+    target = cv2.resize(mask.astype(np.float32), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
+    return x, (target * 255).round().astype(np.uint8), [tuple(int(v) for v in a["box"]) for a in anns], rgb
+
+
+def make_frames(cfg: SegConfig, containers, n: int, seed: int, keep_rgb: bool = False, workers: int = 2):
+    """Render ``n`` frames: uint8 network inputs, uint8 soft targets, true boxes (and frames)."""
+    jobs = [(seed * 1_000_003 + i, cfg, tuple(containers)) for i in range(n)]
+    if workers > 1 and n >= 16:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            rows = list(tqdm(pool.imap(_render, jobs, chunksize=8), total=n, desc="render", leave=False))
+    else:
+        rows = [_render(j) for j in tqdm(jobs, desc="render", leave=False)]
+    xs = torch.from_numpy(np.stack([r[0] for r in rows]))
+    ys = torch.from_numpy(np.stack([r[1] for r in rows]))
+    boxes = [r[2] for r in rows]
+    return xs, ys, boxes, ([r[3] for r in rows] if keep_rgb else None)
+
+
+def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy + soft Dice on the foreground."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum((1, 2))
+    dice = 1 - (2 * inter + 1) / (p.sum((1, 2)) + target.sum((1, 2)) + 1)
+    return bce + dice.mean()
+
+
+@torch.inference_mode()
+def evaluate(model, xs, ys, boxes, frame_hw, mask_threshold: float = 0.5) -> dict:
+    """Mean foreground IoU and box recall / precision at IoU 0.5 (node post-processing)."""
+    model.eval()
+    ious, tp, n_true, n_pred = [], 0, 0, 0
+    t0 = time.perf_counter()
+    for i in range(len(xs)):
+        prob = torch.sigmoid(model(xs[i: i + 1].float() / 255))[0].numpy()
+        dets = instances(prob, frame_hw, mask_threshold)
+        fg, gt = prob >= mask_threshold, ys[i].numpy() >= 128
+        union = (fg | gt).sum()
+        ious.append((fg & gt).sum() / union if union else 1.0)
+        free = [d[0] for d in dets]
+        n_true += len(boxes[i])
+        n_pred += len(dets)
+        for b in boxes[i]:
+            best = max(free, key=lambda d: iou(b, d), default=None)
+            if best is not None and iou(b, best) >= 0.5:
+                tp += 1
+                free.remove(best)
+    ms = (time.perf_counter() - t0) / max(1, len(xs)) * 1e3
+    return {"mask_iou": float(np.mean(ious)), "box_recall": tp / n_true if n_true else float("nan"),
+            "box_precision": tp / n_pred if n_pred else float("nan"), "frames": len(xs),
+            "containers": n_true, "ms_per_frame": ms}
+
+
+def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print) -> dict:
+    """Train (or resume, or skip if finished) one segmenter in ``out_dir``; returns the result."""
+    from training.data import split_containers
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result_path, last, final = out_dir / "result.json", out_dir / "last.pt", out_dir / "segmenter.pt"
+    if result_path.exists() and final.exists():
+        done = json.loads(result_path.read_text())
+        if done.get("config") == asdict(cfg):
+            log(f"[segtrain] {out_dir}: already finished, skipped")
+            return done
+    (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    train_ids, test_ids = split_containers(cfg.split)
+    torch.manual_seed(cfg.seed)
+    xs, ys, _, _ = make_frames(cfg, train_ids, cfg.train_frames, cfg.seed)
+    model = FillSegNet(cfg.width)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    steps_per_epoch = max(1, len(xs) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    start = 0
+    if resume and last.exists():
+        _, state, extra = read_checkpoint(last)
+        model.load_state_dict(state)
+        opt.load_state_dict(extra["optimizer"])
+        sched.load_state_dict(extra["scheduler"])
+        torch.set_rng_state(extra["rng"])
+        start = int(extra["epoch"])
+        log(f"[segtrain] resuming {out_dir} after epoch {start}")
+    header = segmenter_header((cfg.input_h, cfg.input_w), cfg.width, model_id=f"fillsegnet-{cfg.split}",
+                              training={"split": cfg.split, "train_containers": list(train_ids),
+                                        "config": asdict(cfg)})
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        perm = torch.randperm(len(xs))
+        total, t0 = 0.0, time.perf_counter()
+        bar = tqdm(range(steps_per_epoch), desc=f"segtrain {cfg.split} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for s in bar:
+            idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            x, y = xs[idx].float() / 255, ys[idx].float() / 255
+            if torch.rand(()) < 0.5:
+                x, y = x.flip(-1), y.flip(-1)
+            x = x * (0.8 + 0.4 * torch.rand(len(x), 1, 1, 1))  # brightness
+            loss = loss_fn(model(x.clamp(0, 1)), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        log(f"[segtrain] epoch {epoch + 1}/{cfg.epochs}: loss {total / steps_per_epoch:.4f} "
+            f"({steps_per_epoch * cfg.batch_size / (time.perf_counter() - t0):.0f} frames/s)")
+        save_checkpoint(last, model.state_dict(), header, extra={
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+            "epoch": epoch + 1})
+    save_checkpoint(final, model.state_dict(), header)
+    ex, ey, eboxes, _ = make_frames(cfg, test_ids, cfg.eval_frames, cfg.seed + 10_000)
+    metrics = evaluate(model, ex, ey, eboxes, (cfg.frame_h, cfg.frame_w))
+    result = {"config": asdict(cfg), "test_containers": list(test_ids), "metrics": metrics}
+    result_path.write_text(json.dumps(result, indent=2))
+    log(f"[segtrain] {cfg.split} test containers {', '.join(test_ids)}: mask IoU {metrics['mask_iou']:.3f}, "
+        f"box recall@0.5 {metrics['box_recall']:.3f}, precision {metrics['box_precision']:.3f} "
+        f"({metrics['containers']} containers, {metrics['frames']} frames, {metrics['ms_per_frame']:.1f} ms/frame)")
+    return result
+
+
+def run_from_args(args) -> int:
+    cfg = SegConfig(**{**PRESETS[args.preset], **{k: v for k, v in vars(args).items()
+                                                   if k in SegConfig.__dataclass_fields__ and v is not None}})
+    out = Path(args.out or f"runs/segmenter/{args.preset}/{cfg.split}")
+    train(cfg, out, resume=not args.no_resume)
+    if args.export:
+        Path(args.export).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "segmenter.pt", args.export)
+        load_segnet(args.export)  # the exported file loads
+        print(f"[segtrain] exported {args.export}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the ``segtrain`` sub-command to ``python -m training``."""
+    p = subparsers.add_parser("segtrain", help="train the node's learned segmentation backend",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                   help="tiny: seconds (tests); cpu: the shipped model's settings (default)")
+    helps = {"split": "train on this split's training containers, evaluate on its test containers",
+             "train_frames": "procedural training frames", "eval_frames": "held-out frames of the test containers",
+             "epochs": "training epochs", "batch_size": "frames per batch", "lr": "peak learning rate (one-cycle AdamW)",
+             "width": "channels of the first layer (network size)", "input_h": "network input height",
+             "input_w": "network input width", "frame_w": "rendered frame width", "frame_h": "rendered frame height",
+             "max_containers": "at most this many containers per training frame", "seed": "seed of frames and training"}
+    for name, f in SegConfig.__dataclass_fields__.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(f.default), default=None,
+                       help=f"{helps[name]} (cpu preset: {f.default})")
+    p.add_argument("--out", default="", help="run directory (default runs/segmenter/<preset>/<split>)")
+    p.add_argument("--export", default="", help="also copy the trained model here (e.g. models/segmenter.pt)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
+    p.set_defaults(func=run_from_args)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(prog="python -m training.segtrain")
+    register(ap.add_subparsers(dest="cmd", required=True))
+    a = ap.parse_args(["segtrain", *os.sys.argv[1:]])
+    raise SystemExit(a.func(a))
