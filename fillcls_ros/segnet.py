@@ -1,7 +1,7 @@
 """The ``learned`` segmentation backend's network and its mask-to-instances post-processing.
 
 :class:`FillSegNet` is a small encoder-decoder (U-Net-like, ~0.2 M parameters) that maps an RGB
-frame shrunk to ``input_hw`` (default 192 x 256) to a container-foreground logit map at half that
+frame shrunk to ``input_hw`` (default 120 x 160) to a container-foreground logit map at half that
 resolution. :func:`instances` turns the probability map into one box + mask + score per
 container (connected components; parts of one container cut by a hand are merged). Trained by
 ``python -m training segtrain`` on the procedural full frames; checkpoints use the project
@@ -19,13 +19,15 @@ import torch.nn.functional as F
 from .core import CheckpointError, CheckpointHeader, IMAGENET_MEAN, IMAGENET_STD, Normalize, read_checkpoint
 
 SEGNET_ARCH = "fillsegnet"
-DEFAULT_INPUT_HW = (192, 256)
+DEFAULT_INPUT_HW = (120, 160)
 
 
-def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def _block(cin: int, cout: int, stride: int = 1, convs: int = 2) -> nn.Sequential:
+    layers = []
+    for i in range(convs):
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, stride if i == 0 else 1, 1, bias=False),
+                   nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
 
 
 class FillSegNet(nn.Module):
@@ -35,13 +37,13 @@ class FillSegNet(nn.Module):
         super().__init__()
         c = [width, 2 * width, 4 * width, 6 * width]
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        self.enc1 = _block(3, c[0], 2)      # 1/2
+        self.enc1 = _block(3, c[0], 2, 1)   # 1/2
         self.enc2 = _block(c[0], c[1], 2)   # 1/4
         self.enc3 = _block(c[1], c[2], 2)   # 1/8
         self.enc4 = _block(c[2], c[3], 2)   # 1/16
-        self.dec3 = _block(c[3] + c[2], c[2])
-        self.dec2 = _block(c[2] + c[1], c[1])
-        self.dec1 = _block(c[1] + c[0], c[0])
+        self.dec3 = _block(c[3] + c[2], c[2], 1, 1)
+        self.dec2 = _block(c[2] + c[1], c[1], 1, 1)
+        self.dec1 = _block(c[1] + c[0], c[0], 1, 1)
         self.head = nn.Conv2d(c[0], 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ class SegConfig:
     """Settings of one segmenter training run (all overridable on the command line)."""
 
     split: str = "S1"
-    train_frames: int = 1200
+    train_frames: int = 1600
     eval_frames: int = 200
     epochs: int = 12
     batch_size: int = 16
@@ -48,7 +48,7 @@ class SegConfig:
 
 
 PRESETS = {
-    "tiny": dict(train_frames=24, eval_frames=8, epochs=2, batch_size=8, width=8, input_h=96, input_w=128,
+    "tiny": dict(train_frames=24, eval_frames=8, epochs=2, batch_size=8, width=8, input_h=60, input_w=80,
                  frame_w=320, frame_h=240),
     "cpu": {},
 }
@@ -85,7 +85,7 @@ def make_frames(cfg: SegConfig, containers, n: int, seed: int, keep_rgb: bool = 
     if workers > 1 and n >= 16:
         import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(workers) as pool:
+        with mp.get_context("forkserver").Pool(workers) as pool:
             rows = list(tqdm(pool.imap(_render, jobs, chunksize=8), total=n, desc="render", leave=False))
     else:
         rows = [_render(j) for j in tqdm(jobs, desc="render", leave=False)]
@@ -144,12 +144,17 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print) -> dict
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     train_ids, test_ids = split_containers(cfg.split)
     torch.manual_seed(cfg.seed)
+    # render everything before torch starts its thread pools (forking after that can hang)
     xs, ys, _, _ = make_frames(cfg, train_ids, cfg.train_frames, cfg.seed)
+    ex, ey, eboxes, _ = make_frames(cfg, test_ids, cfg.eval_frames, cfg.seed + 10_000)
     model = FillSegNet(cfg.width)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps_per_epoch = max(1, len(xs) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     start = 0
+    if resume and last.exists() and read_checkpoint(last)[2].get("config") != asdict(cfg):
+        log(f"[segtrain] {last} was made with other settings: starting over")
+        resume = False
     if resume and last.exists():
         _, state, extra = read_checkpoint(last)
         model.load_state_dict(state)
@@ -183,9 +188,8 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print) -> dict
             f"({steps_per_epoch * cfg.batch_size / (time.perf_counter() - t0):.0f} frames/s)")
         save_checkpoint(last, model.state_dict(), header, extra={
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-            "epoch": epoch + 1})
+            "epoch": epoch + 1, "config": asdict(cfg)})
     save_checkpoint(final, model.state_dict(), header)
-    ex, ey, eboxes, _ = make_frames(cfg, test_ids, cfg.eval_frames, cfg.seed + 10_000)
     metrics = evaluate(model, ex, ey, eboxes, (cfg.frame_h, cfg.frame_w))
     result = {"config": asdict(cfg), "test_containers": list(test_ids), "metrics": metrics}
     result_path.write_text(json.dumps(result, indent=2))
