@@ -19,5 +19,15 @@ bench: setup
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
 
+# The shipped default models (models/default.pt, models/segmenter.pt), reproduced from scratch on
+# the procedural data: the classifier is ST on S1's training containers at 64 px (the cpu preset
+# with a larger input, more crops and epochs), the segmenter FillSegNet on S1's training frames.
+DEFAULT_MODEL_ARGS := --preset cpu --split S1 --strategy ST --size 64 --n-samples 4800 --epochs 20 \
+	--samples-per-epoch 3200 --eval-max 0 --tag default64
+models: setup
+	$(PY) -m training train $(DEFAULT_MODEL_ARGS)
+	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id fillcls-default-S1-ST-64px --out models/default.pt
+	$(PY) -m training segtrain --split S1 --train-frames 1000 --epochs 10 --export models/segmenter.pt
+
 clean:
 	rm -rf build .venv .pytest_cache

@@ -86,7 +86,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import rclpy
-    from rclpy.qos import qos_profile_sensor_data
     from fillcls_msgs.msg import FillingLevelArray
     from diagnostic_msgs.msg import DiagnosticArray
 

@@ -20,25 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
 
 
-def default_segmentation() -> tuple[str, dict]:
-    """The node's default segmentation backend and its extra parameters."""
-    seg = MODELS / "segmenter.pt"
-    from . import segmentation
-
-    if "learned" in segmentation.BACKENDS and seg.is_file():
-        return "learned", {"segmentation_model": str(seg)}
-    return "threshold", {}
-
-
 def node_params(model: str = "", backend: str = "", **extra) -> dict:
-    """Parameters of the demo's node: CPU, the default models unless given."""
-    default_backend, seg_params = default_segmentation()
-    params = {"device": "cpu", "model_path": model or str(MODELS / "default.pt"),
-              "segmentation_backend": backend or default_backend, "publish_debug_image": True,
-              "max_containers": 5}
-    if params["segmentation_backend"] == default_backend:
-        params.update(seg_params)
-    params.update(extra)
+    """Parameters of the demo's node: CPU, the default models (the node's own default segmentation
+    backend, ``learned`` with the shipped ``models/segmenter.pt``) unless given."""
+    params = {"device": "cpu", "model_path": model or str(MODELS / "default.pt"), "publish_debug_image": True,
+              "max_containers": 5, **extra}
+    if backend:
+        params["segmentation_backend"] = backend
     return params
 
 
@@ -66,7 +54,8 @@ def run(args) -> int:
     check_models(params["model_path"])
     procedural = args.source == "procedural"
     has_truth = args.source in ("procedural", "synthetic")
-    print(f"[demo] node: model {params['model_path']}, segmentation {params['segmentation_backend']}, CPU")
+    print(f"[demo] node: model {params['model_path']}, segmentation "
+          f"{params.get('segmentation_backend', 'learned (models/segmenter.pt)')}, CPU")
     node = RosProcess("fillcls-node", params)
     try:
         rclpy.init()
@@ -143,6 +132,10 @@ def run(args) -> int:
             s = board.summary(elapsed)
             s["rate"] = (len(board.frames) - 1) / elapsed if elapsed else float("nan")
             print(format_summary(s))
+            skipped = len(truths) - len(shown)
+            print(f"frames streamed: {len(truths)}, answered: {len(shown)}"
+                  + (f" ({skipped} skipped: the node drops frames that arrive while it is busy and always "
+                     "works on the newest one)" if skipped > 0 else ""))
         else:
             print(f"frames answered: {len(shown)}")
         if args.debug_image and "last" in debug:
@@ -179,8 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=640, help="frame width")
     ap.add_argument("--height", type=int, default=480, help="frame height")
     ap.add_argument("--model", default="", help="classifier checkpoint (default: models/default.pt)")
-    ap.add_argument("--segmentation-backend", default="", help="node backend (default: learned if its "
-                    "model is there, else threshold)")
+    ap.add_argument("--segmentation-backend", default="", help="node backend: learned (default), "
+                    "threshold, full_frame, maskrcnn")
     ap.add_argument("--debug-image", default="", help="save the node's last debug image to this PNG")
     ap.add_argument("--record", default="", help="record camera, ground truth and node output to this new bag")
     args = ap.parse_args(argv)

@@ -91,7 +91,7 @@ class EstimatorConfig:
     device: str = "cpu"
     fp16: bool = False
     input_size: int = 0  # 0: the checkpoint's input size
-    segmentation_backend: str = "full_frame"
+    segmentation_backend: str = "learned"  # the shipped models/segmenter.pt
     segmentation_score_threshold: float = 0.5
     max_containers: int = 5
     margin: float = DEFAULT_MARGIN
@@ -133,6 +133,16 @@ class FillingEstimator:
             self.warnings.append(f"input_size {self.input_size} differs from the {self.header.input_size} px "
                                  f"the model was trained at ({config.model_path})")
         self.last_timing: dict[str, float] = {}
+        self.warm_up()
+
+    def warm_up(self, frames: int = 2) -> None:
+        """Run a blank frame through segmentation and a batch through the classifier, so the first
+        camera frame does not pay for lazy initialisation (TorchScript profiling runs, allocator)."""
+        blank = np.zeros((240, 320, 3), np.uint8)
+        x = torch.zeros(2, 3, self.input_size, self.input_size)
+        for _ in range(frames):
+            self.segment(blank)
+            self.classify(x)
 
     @property
     def model_id(self) -> str:

@@ -76,7 +76,7 @@ class FillingNode(Node):
             "On the CPU, run a TorchScript-frozen copy of the model (same outputs, ~15 % faster)"))
         self.declare_parameter("input_size", 0, _descriptor(
             "Classifier input side in pixels; 0: the size the model was trained at", int_range=(0, 1024)))
-        self.declare_parameter("segmentation_backend", "full_frame", _descriptor(
+        self.declare_parameter("segmentation_backend", EstimatorConfig.segmentation_backend, _descriptor(
             f"Container segmentation backend: {backends}", additional=backends))
         self.declare_parameter("segmentation_score_threshold", 0.5, _descriptor(
             "Minimum segmentation score of a container", float_range=(0.0, 1.0)))

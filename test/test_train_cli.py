@@ -142,6 +142,13 @@ def test_study_report_export_evaluate(tmp_path, monkeypatch, capsys):
     assert header.training["strategy"] == "AT→FT" and header.training["split"] == "S1"
     assert header.training["L"] == 1 and header.training["eps_source"] == 0.05
     assert header.input_size == 16 and header.model_id == "tiny-S1-AT-FT_L1_es0.05_et0"
+    half = str(tmp_path / "half.pt")  # float16 storage: half the size, same predictions (to fp16 precision)
+    assert cli.main(["export", "--split", "S1", "--strategy", "AT->FT", "--out", half, "--half", *common]) == 0
+    model16, _ = core.load_classifier(half)
+    assert os.path.getsize(half) < 0.6 * os.path.getsize(out)
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model16(x), model(x), atol=2e-2, rtol=2e-2)
     assert cli.main(["evaluate", "--split", "S1", "--checkpoint", out, "--out", str(tmp_path / "m.json"),
                      *common]) == 0
     assert "acc" in capsys.readouterr().out and os.path.isfile(tmp_path / "m.json")

@@ -326,6 +326,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                     eval_eps=cfg.eval_eps, run_dir=os.path.abspath(run_dir))
     header = dataclasses.replace(header, model_id=args.model_id or engine.model_id(cfg),
                                  training=training)
+    if args.half:
+        state_dict = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
     core.save_checkpoint(args.out, state_dict, header)
     core.load_classifier(args.out)  # the node must be able to load it
     print(f"wrote {args.out}: {header.model_id} ({header.arch}, {header.input_size} px, "
@@ -439,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "--preset/--split/--strategy")
     p.add_argument("--out", required=True, metavar="PATH", help="checkpoint to write")
     p.add_argument("--model-id", default=None, help="model id in the header (default: run name)")
+    p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file "
+                                                       "size; the node still computes in float32 unless "
+                                                       "its fp16 parameter is set)")
     add_common_options(p, resume=False)
     add_preset_options(p)
     p.set_defaults(func=cmd_export)

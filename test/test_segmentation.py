@@ -1,0 +1,152 @@
+"""Segmentation backends on procedural frames with known boxes (issue 6)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fillcls_ros import segmentation
+from fillcls_ros.core import CheckpointError
+from fillcls_ros.segnet import FillSegNet, instances, load_segnet
+from training.data import SPLITS, render_frame
+from training.segtrain import PRESETS, SegConfig, iou, train
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "models" / "segmenter.pt"
+
+
+def frames(n, containers=None, n_containers=1, seed=100, size=(320, 240)):
+    return [render_frame(seed + i, width=size[0], height=size[1], containers=containers,
+                         n_containers=n_containers) for i in range(n)]
+
+
+def test_every_backend_is_registered():
+    assert {"full_frame", "threshold", "learned", "maskrcnn"} <= set(segmentation.BACKENDS)
+
+
+def test_full_frame_is_the_whole_image():
+    rgb, _ = frames(1)[0]
+    (det,) = segmentation.make_segmenter("full_frame")(rgb)
+    assert det.box == (0, 0, rgb.shape[1], rgb.shape[0]) and det.score == 1.0
+
+
+def test_instances_merges_a_container_cut_by_a_hand_and_orders_left_to_right():
+    prob = np.zeros((60, 80), np.float32)
+    prob[10:25, 50:60] = 0.9   # right container, top part
+    prob[30:50, 50:60] = 0.9   # right container, bottom part (a hand between)
+    prob[20:50, 10:20] = 0.8   # left container
+    dets = instances(prob, (480, 640))
+    assert len(dets) == 2
+    (b0, s0, m0), (b1, s1, m1) = dets
+    assert b0 == (80, 160, 160, 400) and b1 == (400, 80, 480, 400)
+    assert m0.shape == (480, 640) and m1.sum() > 0
+    assert s0 == pytest.approx(0.8) and s1 == pytest.approx(0.9)
+    assert instances(prob, (480, 640), threshold=0.95) == []
+
+
+def test_learned_backend_trains_saves_and_loads(tmp_path):
+    cfg = SegConfig(**PRESETS["tiny"])
+    result = train(cfg, tmp_path / "run", log=lambda *_: None)
+    for key in ("mask_iou", "box_recall", "box_precision"):
+        assert key in result["metrics"]
+    model, header, hw = load_segnet(tmp_path / "run" / "segmenter.pt")
+    assert header.kind == "segmenter" and hw == (cfg.input_h, cfg.input_w)
+    seg = segmentation.make_segmenter("learned", model=str(tmp_path / "run" / "segmenter.pt"))
+    rgb, _ = frames(1)[0]
+    for d in seg(rgb):  # an undertrained net may find anything; the plumbing must hold
+        x0, y0, x1, y1 = d.box
+        assert 0 <= x0 < x1 <= rgb.shape[1] and 0 <= y0 < y1 <= rgb.shape[0] and 0 <= d.score <= 1
+        assert d.mask.shape == rgb.shape[:2]
+    # a re-run of a finished run is skipped, with the same result
+    again = train(cfg, tmp_path / "run", log=lambda *_: None)
+    assert again == result
+
+
+def test_learned_backend_missing_model_names_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.pt"):
+        segmentation.make_segmenter("learned", model=str(tmp_path / "nope.pt"))
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="models/segmenter.pt not built (make models)")
+def test_shipped_segmenter_finds_unseen_containers_in_order():
+    seg = segmentation.make_segmenter("learned", model=str(SHIPPED))
+    test_ids = SPLITS["S1"]
+    found = total = 0
+    for rgb, anns in frames(12, containers=test_ids, n_containers=2, seed=5000, size=(640, 480)):
+        dets = seg(rgb)
+        xs = [d.box[0] for d in dets]
+        assert xs == sorted(xs) or len(dets) < 2
+        for a in anns:
+            total += 1
+            found += any(iou(a["box"], d.box) >= 0.5 for d in dets)
+    # models/segmenter.pt measured 19/24 (0.79) here; misses are partial masks of clear glasses
+    assert found / total >= 0.75, f"box recall {found}/{total}"
+
+
+def test_learned_backend_empty_frame_gives_nothing():
+    if not SHIPPED.is_file():
+        pytest.skip("models/segmenter.pt not built")
+    seg = segmentation.make_segmenter("learned", model=str(SHIPPED))
+    rgb, anns = render_frame(77, width=640, height=480, n_containers=0)
+    assert anns == []
+    assert segmentation.select(seg(rgb), 0.5, 5) == []
+
+
+def test_threshold_honours_score_threshold_and_limit():
+    rgb, anns = frames(1, n_containers=2, seed=3)[0]
+    dets = segmentation.make_segmenter("threshold")(rgb)
+    assert len(segmentation.select(dets, 0.0, 1)) <= 1
+    assert segmentation.select(dets, 1.01, 5) == []
+
+
+# ---- maskrcnn: the weights are NOT COCO weights here (nothing can be downloaded); the tests check
+# ---- the plumbing (file loading, class filtering, thresholds, shapes) with crafted weights.
+
+def _crafted_maskrcnn(path, favoured: int):
+    """A randomly initialised Mask R-CNN whose classifier always says COCO class ``favoured``."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    torch.manual_seed(0)
+    net = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    with torch.no_grad():
+        head = net.roi_heads.box_predictor.cls_score
+        head.weight.zero_()
+        head.bias.fill_(-10.0)
+        head.bias[favoured] = 10.0
+    torch.save(net.state_dict(), path)
+    return str(path)
+
+
+def test_maskrcnn_keeps_only_container_classes(tmp_path):
+    cup = _crafted_maskrcnn(tmp_path / "cup.pth", segmentation.COCO_CONTAINERS["cup"])
+    rgb, _ = frames(1, seed=9)[0]
+    seg = segmentation.make_segmenter("maskrcnn", model=cup, min_size=240, classes=("cup", "wine glass"))
+    dets = seg(rgb)
+    assert dets, "the crafted classifier says 'cup' for every proposal"
+    for d in dets:
+        x0, y0, x1, y1 = d.box
+        assert 0 <= x0 < x1 <= rgb.shape[1] and 0 <= y0 < y1 <= rgb.shape[0]
+        assert d.mask.shape == rgb.shape[:2] and d.mask.dtype == bool
+    assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
+    assert segmentation.make_segmenter("maskrcnn", model=cup, min_size=240, classes=("wine glass",))(rgb) == []
+    assert segmentation.select(dets, 1.01, 5) == []
+
+
+def test_maskrcnn_needs_a_weights_file(tmp_path):
+    with pytest.raises(CheckpointError, match="segmentation_model"):
+        segmentation.make_segmenter("maskrcnn")
+    with pytest.raises(CheckpointError, match="missing.pth"):
+        segmentation.make_segmenter("maskrcnn", model=str(tmp_path / "missing.pth"))
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, bad)
+    with pytest.raises(CheckpointError, match="bad.pth"):
+        segmentation.make_segmenter("maskrcnn", model=str(bad))
+    with pytest.raises(ValueError, match="teapot"):
+        segmentation.make_segmenter("maskrcnn", allow_random=True, classes=("teapot",))
+
+
+def test_segnet_output_is_half_resolution():
+    net = FillSegNet(8).eval()
+    with torch.no_grad():
+        assert net(torch.rand(2, 3, 96, 128)).shape == (2, 48, 64)
