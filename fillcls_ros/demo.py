@@ -24,7 +24,9 @@ def node_params(model: str = "", backend: str = "", **extra) -> dict:
     """Parameters of the demo's node: CPU, the default models (the node's own default segmentation
     backend, ``learned`` with the shipped ``models/segmenter.pt``) unless given."""
     params = {"device": "cpu", "model_path": model or str(MODELS / "default.pt"), "publish_debug_image": True,
-              "max_containers": 5, **extra}
+              "max_containers": 5,
+              # camera, node and probe share the CPU: one classifier thread never waits for a busy core
+              "cpu_threads": 1, **extra}
     if backend:
         params["segmentation_backend"] = backend
     return params

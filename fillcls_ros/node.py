@@ -18,6 +18,7 @@ import time
 from collections import Counter
 
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from fillcls_msgs.msg import FillingLevel, FillingLevelArray
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -74,6 +75,10 @@ class FillingNode(Node):
         self.declare_parameter("fp16", False, _descriptor("Half-precision inference (CUDA only)"))
         self.declare_parameter("cpu_jit", True, _descriptor(
             "On the CPU, run a TorchScript-frozen copy of the model (same outputs, ~15 % faster)"))
+        self.declare_parameter("cpu_threads", 0, _descriptor(
+            "PyTorch CPU threads; 0: PyTorch's default (one per core). Set it to the cores left free by "
+            "other processes: threads that wait for a busy core slow every frame down many times",
+            int_range=(0, 256)))
         self.declare_parameter("input_size", 0, _descriptor(
             "Classifier input side in pixels; 0: the size the model was trained at", int_range=(0, 1024)))
         self.declare_parameter("segmentation_backend", EstimatorConfig.segmentation_backend, _descriptor(
@@ -101,6 +106,8 @@ class FillingNode(Node):
             "Queue depth of the image subscription (1: always the newest frame)", read_only=True,
             int_range=(1, 100)))
 
+        self._default_threads = torch.get_num_threads()
+        self._set_threads(self.get_parameter("cpu_threads").value)
         self.estimator = FillingEstimator(self._estimator_config({}))
         for w in self.estimator.warnings:
             self.get_logger().warning(w)
@@ -145,7 +152,14 @@ class FillingNode(Node):
             segmentation_mask_threshold=get("segmentation_mask_threshold"),
             maskrcnn_classes=tuple(get("maskrcnn_classes")))
 
+    def _set_threads(self, n: int) -> None:
+        torch.set_num_threads(int(n) or self._default_threads)
+
     def _on_set_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            if p.name == "cpu_threads":
+                self._set_threads(p.value)
+                self.get_logger().info(f"PyTorch CPU threads: {torch.get_num_threads()}")
         changes = {p.name: p.value for p in params if p.name in self.ESTIMATOR_PARAMS}
         if not changes:
             return SetParametersResult(successful=True)

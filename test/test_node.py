@@ -149,6 +149,12 @@ def test_parameter_validation_from_another_node(probe, tmp_path):
     assert out is not None and len(out.containers) == 1  # the new limit is in force
     (ok,) = _set(node, max_containers=5)
     assert ok.successful
+    (bad_threads,) = _set(node, cpu_threads=-1)
+    assert not bad_threads.successful
+    (ok,) = _set(node, cpu_threads=1)
+    assert ok.successful
+    out = probe.send_until_answered(frame, 1_700_000_002_000_000_000)
+    assert out is not None and len(out.containers) == 2  # still answering after the thread change
 
 
 def test_bad_frames_are_counted_and_node_survives(probe, node_proc):
