@@ -74,7 +74,10 @@ def pct(values, q):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=224, help="classifier input size (px)")
+    ap.add_argument("--size", type=int, default=0, help="classifier input size (px); default: the "
+                    "--model's training size, 224 for the random model")
+    ap.add_argument("--source", default="synthetic", help="camera source: synthetic (flat shapes, found by "
+                    "the threshold backend) or procedural (C-CCM-like scenes, for the learned backend)")
     ap.add_argument("--seconds", type=float, default=30.0, help="measured duration")
     ap.add_argument("--rate", type=float, default=30.0, help="camera rate (Hz)")
     ap.add_argument("--width", type=int, default=640)
@@ -83,6 +86,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="threshold", help="segmentation backend of the node")
     ap.add_argument("--model", default="", help="checkpoint (default: random ResNet-18 at --size)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the bare forward")
+    ap.add_argument("--node-threads", type=int, default=0, help="the node's cpu_threads parameter (0: one "
+                    "per core)")
     args = ap.parse_args(argv)
 
     import rclpy
@@ -91,6 +96,11 @@ def main(argv=None) -> int:
 
     tmp = tempfile.mkdtemp(prefix="bench_node_")
     model = args.model
+    if model and not args.size:
+        from fillcls_ros import core
+
+        args.size = core.load_classifier(model)[1].input_size
+    args.size = args.size or 224
     if not model:
         import torch
 
@@ -104,19 +114,21 @@ def main(argv=None) -> int:
     print(f"bare forward (batch 1, {args.size} px, {args.threads} threads): {forward * 1e3:.1f} ms")
 
     node_params = params_file({"model_path": model, "device": "cpu", "input_size": args.size,
-                               "segmentation_backend": args.backend, "publish_debug_image": False})
-    cam_params = params_file({"source": "synthetic", "rate": args.rate, "width": args.width,
+                               "segmentation_backend": args.backend, "publish_debug_image": False,
+                               "cpu_threads": args.node_threads})
+    cam_params = params_file({"source": args.source, "rate": args.rate, "width": args.width,
                               "height": args.height, "containers": args.containers})
     node = subprocess.Popen([os.path.join(BIN, "fillcls-node"), "--ros-args", "--params-file", node_params],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rclpy.init()
     probe = rclpy.create_node("bench_probe")
-    latencies, arrivals, diag = [], [], {}
+    latencies, arrivals, found, diag = [], [], [], {}
 
     def on_level(msg):
         now = time.time()
         latencies.append(now - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
         arrivals.append(now)
+        found.append(len(msg.containers))
 
     def on_diag(msg):
         for st in msg.status:
@@ -140,6 +152,7 @@ def main(argv=None) -> int:
     start_diag = dict(diag)
     latencies.clear()
     arrivals.clear()
+    found.clear()
     cpu0, _ = proc_stats(node.pid)
     t0 = time.monotonic()
     rss_max = 0.0
@@ -163,8 +176,11 @@ def main(argv=None) -> int:
     third = max(1, len(latencies) // 3)
     early, late = statistics.median(latencies[:third]), statistics.median(latencies[-third:])
     p50 = pct(latencies, 50)
-    print(f"camera {args.width}x{args.height} at {args.rate:g} Hz, {args.containers} container(s), "
-          f"backend {args.backend}, input {args.size} px, {elapsed:.1f} s measured")
+    print(f"camera {args.source} {args.width}x{args.height} at {args.rate:g} Hz, {args.containers} container(s), "
+          f"backend {args.backend}, input {args.size} px, node cpu_threads {args.node_threads}, "
+          f"{elapsed:.1f} s measured")
+    print(f"containers found per frame: {statistics.mean(found) if found else 0:.2f} "
+          f"(the camera draws {args.containers})")
     print(f"frames received by node: {received} ({received / elapsed:.1f} Hz)")
     print(f"frames published:        {published} ({published / elapsed:.1f} Hz); at probe {len(latencies)} "
           f"({rate:.1f} Hz)")

@@ -23,15 +23,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import rclpy
 from fillcls_msgs.msg import FillingLevel, FillingLevelArray
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, RegionOfInterest
 
 from .core import LEVEL_PERCENT
 from .image_codec import rgb_to_image_fields
+from .spin import spin_main
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -189,25 +188,8 @@ class CameraNode(Node):
 
 
 def main(args=None) -> int:
-    """Entry point of ``fillcls-camera``."""
-    rclpy.init(args=args)
-    try:
-        node = CameraNode()
-    except (ValueError, ImportError) as exc:
-        rclpy.logging.get_logger("fillcls_camera").fatal(f"cannot start: {exc}")
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if node.context.ok():
-            raise
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Entry point of ``fillcls-camera``; exit code 0 on SIGINT/SIGTERM, 1 on a bad parameter."""
+    return spin_main(CameraNode, (ValueError, ImportError), "fillcls_camera", args=args)
 
 
 if __name__ == "__main__":

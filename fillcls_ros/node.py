@@ -17,13 +17,11 @@ import sys
 import time
 from collections import Counter
 
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from fillcls_msgs.msg import FillingLevel, FillingLevelArray
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
@@ -33,6 +31,7 @@ from . import segmentation
 from .core import CheckpointError, packaged_model
 from .image_codec import BadFrame, compressed_to_rgb, image_to_rgb, rgb_to_image_fields
 from .inference import EstimatorConfig, FillingEstimator, describe, draw_debug
+from .spin import spin_main
 
 #: Seconds between two log lines about bad frames of the same kind.
 BAD_FRAME_LOG_PERIOD = 10.0
@@ -242,30 +241,14 @@ class FillingNode(Node):
                                               status=[status]))
 
 
+def _goodbye(node: FillingNode) -> str:
+    return (f"shutting down after {node.counters['received']} frames ({node.counters['published']} published, "
+            f"{sum(node.bad_frames.values())} bad)")
+
+
 def main(args=None) -> int:
     """Entry point of ``fillcls-node``; exit code 0 on SIGINT/SIGTERM, 1 on a bad configuration."""
-    rclpy.init(args=args)
-    try:
-        node = FillingNode()
-    except (CheckpointError, ValueError) as exc:
-        rclpy.logging.get_logger("fillcls_node").fatal(f"cannot start: {exc}")
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if node.context.ok():  # a real error, not the context closed under spin by SIGTERM
-            raise
-    finally:
-        # the node's own logger would publish to /rosout, whose context a signal may have closed
-        rclpy.logging.get_logger(node.get_name()).info(f"shutting down after {node.counters['received']} frames "
-                               f"({node.counters['published']} published, "
-                               f"{sum(node.bad_frames.values())} bad)")
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_main(FillingNode, (CheckpointError, ValueError), "fillcls_node", _goodbye, args)
 
 
 if __name__ == "__main__":

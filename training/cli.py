@@ -26,8 +26,8 @@ import os
 import sys
 from typing import Any, Sequence
 
-from training.config import (NON_RUN_FIELDS, PRESETS, SPLIT_NAMES, STRATEGIES, Preset, get_preset,
-                             get_strategy, preset_diff, resolve_run)
+from training.config import (NON_RUN_FIELDS, PRESETS, SPLIT_NAMES, STRATEGIES, Preset, cli_overrides,
+                             get_preset, get_strategy, preset_diff, resolve_run)
 
 EXTENSIONS: tuple[str, ...] = ("training.pretrain", "training.segtrain")
 DEFAULT_RUNS = "runs"
@@ -65,16 +65,7 @@ def add_preset_options(parser: argparse.ArgumentParser, default_preset: str = "c
 
 def preset_from_args(args: argparse.Namespace) -> tuple[str, Preset]:
     """The preset named by ``--preset`` with ``--set`` and ``--<field>`` overrides applied."""
-    changes: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
-        changes[key.strip().replace("-", "_")] = value
-    for f in dataclasses.fields(Preset):
-        value = getattr(args, f"field_{f.name}", None)
-        if value is not None:
-            changes[f.name] = value
+    changes = cli_overrides(args, Preset, "field_")
     try:
         return args.preset, get_preset(args.preset, **changes)
     except ValueError as exc:

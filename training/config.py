@@ -231,6 +231,22 @@ TINY = PAPER.replace(
 PRESETS: dict[str, Preset] = {"tiny": TINY, "cpu": CPU, "paper": PAPER}
 
 
+def cli_overrides(args: Any, fields_of: type, prefix: str) -> dict[str, Any]:
+    """Preset changes given on a command line: ``--set FIELD=VALUE`` items (``args.set``), then
+    one option per field stored as ``args.<prefix><field>`` (None = not given)."""
+    changes: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
+        changes[key.strip().replace("-", "_")] = value
+    for f in dataclasses.fields(fields_of):
+        value = getattr(args, f"{prefix}{f.name}", None)
+        if value is not None:
+            changes[f.name] = value
+    return changes
+
+
 def get_preset(name: str, **overrides: Any) -> Preset:
     """Preset by name with ``overrides`` applied."""
     if name not in PRESETS:

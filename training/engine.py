@@ -419,7 +419,8 @@ def build_run_model(cfg: RunConfig, source: SourceSpec | None) -> core.FillingCl
     return core.build_model(cfg.arch, len(core.CLASSES))
 
 
-def _tee(log: Log, path: str) -> Log:
+def tee_log(log: Log, path: str) -> Log:
+    """``log`` that also appends each message, time-stamped, to the file ``path``."""
     def out(msg: str) -> None:
         log(msg)
         with open(path, "a") as f:
@@ -455,7 +456,7 @@ def run_one(cfg: RunConfig, train_set: CropSet, test_set: CropSet, run_dir: str,
     if source is not None:
         cfg.source = source.to_dict()
     _write_json(os.path.join(run_dir, "config.json"), cfg.to_dict())
-    log = _tee(log, os.path.join(run_dir, "train.log"))
+    log = tee_log(log, os.path.join(run_dir, "train.log"))
     s = cfg.settings
     model = build_run_model(cfg, source)
     t0 = time.time()

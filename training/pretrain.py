@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from fillcls_ros.core import CheckpointError, CheckpointHeader
-from training.config import get_preset as _trainer_preset
+from training.config import cli_overrides, get_preset as _trainer_preset
 
 Log = Callable[[str], None]
 
@@ -177,14 +177,6 @@ def status(p: PretrainPreset, eps: float, out_dir: str) -> str:
     return "partial" if os.path.isfile(os.path.join(rd, "last.pt")) else "todo"
 
 
-def _tee(log: Log, path: str) -> Log:
-    def out(msg: str) -> None:
-        log(msg)
-        with open(path, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
-    return out
-
-
 def pretrain_one(p: PretrainPreset, eps: float, out_dir: str, train_set, test_set, *,
                  preset_name: str = "custom", resume: bool = True, device: str = "cpu",
                  log: Log = print, **fit_kwargs) -> dict:
@@ -214,7 +206,7 @@ def pretrain_one(p: PretrainPreset, eps: float, out_dir: str, train_set, test_se
     os.makedirs(rd, exist_ok=True)
     with open(os.path.join(rd, "config.json"), "w") as f:
         json.dump({"identity": ident, "preset": preset_name, "settings": p.to_dict()}, f, indent=1)
-    log = _tee(log, os.path.join(rd, "train.log"))
+    log = engine.tee_log(log, os.path.join(rd, "train.log"))
     torch.manual_seed(p.seed)
     model = core.build_model(p.arch, len(train_set.classes))
     t0 = time.time()
@@ -380,16 +372,8 @@ def register(subparsers) -> None:
 
 
 def preset_from_args(args: argparse.Namespace) -> PretrainPreset:
-    changes: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
-        changes[key.strip().replace("-", "_")] = value
-    for f in dataclasses.fields(PretrainPreset):
-        v = getattr(args, f"pt_{f.name}", None)
-        if v is not None:
-            changes[f.name] = v
+    """The preset named by ``--preset`` with ``--set`` and ``--<field>`` overrides applied."""
+    changes = cli_overrides(args, PretrainPreset, "pt_")
     try:
         return PRESETS[args.preset].replace(**changes)
     except ValueError as exc:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fillcls_ros.core import save_checkpoint, read_checkpoint
+from fillcls_ros.evaluation import iou
 from fillcls_ros.segnet import (DEFAULT_INPUT_HW, FillSegNet, frame_to_input, instances, load_segnet,
                                 segmenter_header)
 
@@ -52,14 +53,6 @@ PRESETS = {
                  frame_w=320, frame_h=240),
     "cpu": {},
 }
-
-
-def iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _render(args):
