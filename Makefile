@@ -27,7 +27,7 @@ DEFAULT_MODEL_ARGS := --preset cpu --split S1 --strategy ST --size 64 --n-sample
 models: setup
 	$(PY) -m training train $(DEFAULT_MODEL_ARGS)
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id fillcls-default-S1-ST-64px --out models/default.pt
-	$(PY) -m training segtrain --split S1 --train-frames 4000 --epochs 30 --export models/segmenter.pt
+	$(PY) -m training segtrain --split S1 --export models/segmenter.pt
 
 clean:
 	rm -rf build .venv .pytest_cache
