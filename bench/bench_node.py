@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     if model and not args.size:
         from fillcls_ros import core
 
-        args.size = core.load_classifier(model)[1].input_size
+        args.size = core.read_checkpoint(model)[0].input_size
     args.size = args.size or 224
     if not model:
         import torch

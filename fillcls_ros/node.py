@@ -155,11 +155,15 @@ class FillingNode(Node):
         torch.set_num_threads(int(n) or self._default_threads)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        for p in params:
-            if p.name == "cpu_threads":
+        result = self._change_estimator({p.name: p.value for p in params if p.name in self.ESTIMATOR_PARAMS})
+        for p in params:  # only once the whole change is accepted
+            if p.name == "cpu_threads" and result.successful:
                 self._set_threads(p.value)
                 self.get_logger().info(f"PyTorch CPU threads: {torch.get_num_threads()}")
-        changes = {p.name: p.value for p in params if p.name in self.ESTIMATOR_PARAMS}
+        return result
+
+    def _change_estimator(self, changes: dict) -> SetParametersResult:
+        """Rebuild (or retune) the estimator for ``changes``; a failure leaves the running one in place."""
         if not changes:
             return SetParametersResult(successful=True)
         cfg = self._estimator_config(changes)

@@ -8,9 +8,10 @@ import torch
 
 from fillcls_ros import segmentation
 from fillcls_ros.core import CheckpointError
+from fillcls_ros.evaluation import iou
 from fillcls_ros.segnet import FillSegNet, instances, load_segnet
 from training.data import SPLITS, render_frame
-from training.segtrain import PRESETS, SegConfig, iou, train
+from training.segtrain import PRESETS, SegConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "segmenter.pt"
