@@ -45,18 +45,21 @@ def synthetic_frame(index: int, width: int = 640, height: int = 480, containers:
     rgb[:] = rng.integers(90, 140, 3, dtype=np.uint8)
     truth = []
     slot = width // max(1, containers)
+    margin = max(2, width // 40)  # clear of the frame edges, where a detector's box is ambiguous
     for i in range(containers):
         w = int(slot * rng.uniform(0.3, 0.6))
         h = int(height * rng.uniform(0.35, 0.7))
-        x0 = i * slot + int(rng.integers(0, max(1, slot - w)))
-        y0 = int(rng.integers(0, height - h))
+        x0 = i * slot + margin + int(rng.integers(0, max(1, slot - w - 2 * margin)))
+        y0 = margin + int(rng.integers(0, max(1, height - h - 2 * margin)))
         level = (index + i) % 4
         colour = rng.integers(0, 256, 3)
         colour[i % 3] = 255
         rgb[y0 : y0 + h, x0 : x0 + w] = colour.astype(np.uint8)
-        if level in (1, 2):  # a darker "content" band up to the level
-            fill = int(h * (0.5 if level == 1 else 0.9))
-            rgb[y0 + h - fill : y0 + h, x0 : x0 + w] //= 2
+        if level in (1, 2):  # a darker "content" band up to the level; its full channel stays
+            fill = int(h * (0.5 if level == 1 else 0.9))  # at 255, so it never matches the grey background
+            band = colour // 2
+            band[i % 3] = 255
+            rgb[y0 + h - fill : y0 + h, x0 : x0 + w] = band.astype(np.uint8)
         truth.append((level, (x0, y0, x0 + w, y0 + h)))
     return rgb, truth
 
