@@ -1,4 +1,5 @@
-"""fillcls_ros: ament_python package (ROS 2 node + ROS-free core) and the offline trainer."""
+"""fillcls_ros: ament_python package with three Python packages, imports one way:
+``fillcls`` (ROS-free library) <- ``fillcls_ros`` (rclpy programs) and ``training`` (offline trainer)."""
 
 from glob import glob
 
@@ -9,7 +10,7 @@ PACKAGE = "fillcls_ros"
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=["fillcls_ros", "fillcls_ros.*", "training", "training.*"]),
+    packages=find_packages(include=["fillcls", "fillcls.*", "fillcls_ros", "fillcls_ros.*", "training", "training.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -17,7 +18,11 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/models", glob("models/*.pt")),
     ],
-    install_requires=["setuptools"],
+    # The node's runtime: onnxruntime (the CPU default) or torch; images through OpenCV and Pillow.
+    install_requires=["setuptools", "numpy", "opencv-python-headless", "pillow", "onnxruntime", "torch",
+                      "torchvision", "rosbags", "rosbags-image"],
+    # The trainer's own dependencies (the node's runtime does not need them): pip install .[train]
+    extras_require={"train": ["tqdm", "matplotlib", "onnx", "onnxscript"]},
     zip_safe=True,
     maintainer="fillcls_ros developers",
     maintainer_email="fillcls@example.com",
@@ -27,6 +32,7 @@ setup(
     entry_points={
         "console_scripts": [
             "fillcls-node = fillcls_ros.node:main",
+            "fillcls-lifecycle-node = fillcls_ros.lifecycle:main",
             "fillcls-camera = fillcls_ros.camera:main",
             "fillcls-demo = fillcls_ros.demo:main",
             "fillcls-bag = fillcls_ros.bag:main",

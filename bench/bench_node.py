@@ -6,7 +6,11 @@ end-to-end latency (image stamp -> filling_level arrival at the probe, i.e. publ
 local DDS hop) p50/p95/p99, the node's CPU % and RSS, its stage timings, and one bare classifier
 forward at the same input size measured in the same run (before the node starts).
 
-    .venv/bin/python bench/bench_node.py [--size 224] [--seconds 30] [--backend threshold]
+    .venv/bin/python bench/bench_node.py [--size 224] [--seconds 30] [--backend threshold] \
+        [--inference-backend onnxruntime] [--precision int8]
+
+``--backend`` is the node's segmentation backend; ``--inference-backend`` / ``--precision`` are
+passed as the node parameters ``inference_backend`` / ``precision``.
 
 The classifier has random weights (speed does not depend on them) unless ``--model`` is given.
 """
@@ -23,28 +27,33 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(REPO, "config", "fastdds_shm.xml"))
 os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
 BIN = os.path.dirname(sys.executable)
 
 
-def bare_forward(model_path: str, size: int, threads: int, repeats: int = 30) -> float:
-    """Median seconds of one batch-1 forward at ``size`` px (eager fp32, ``threads`` threads)."""
-    import torch
+def bare_forward(model_path: str, size: int, threads: int, repeats: int = 30, backend: str = "torch",
+                 precision: str = "fp32") -> float:
+    """Median seconds of one batch-1 forward at ``size`` px with the node's runner
+    (:func:`fillcls.backends.load_classifier_runner`: ``backend``, ``precision``, ``threads``)."""
+    import numpy as np
 
-    from fillcls_ros.core import load_classifier
+    from fillcls.backends import load_classifier_runner
 
-    torch.set_num_threads(threads)
-    model, _ = load_classifier(model_path)
-    x = torch.rand(1, 3, size, size)
+    if backend != "onnxruntime":
+        import torch
+
+        torch.set_num_threads(threads)
+    runner, _ = load_classifier_runner(model_path, backend, "cpu", precision, threads)
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     times = []
-    with torch.inference_mode():
-        for i in range(repeats + 5):
-            t0 = time.perf_counter()
-            model(x)
-            if i >= 5:
-                times.append(time.perf_counter() - t0)
+    for i in range(repeats + 5):
+        t0 = time.perf_counter()
+        runner(x)
+        if i >= 5:
+            times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
@@ -86,6 +95,10 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="threshold", help="segmentation backend of the node")
     ap.add_argument("--model", default="", help="checkpoint (default: random ResNet-18 at --size)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the bare forward")
+    ap.add_argument("--inference-backend", default="torch", choices=("torch", "onnxruntime", "auto"),
+                    help="the node's inference_backend parameter (onnxruntime: the model is exported to ONNX first)")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8", "fp16"),
+                    help="the node's precision parameter (int8: an int8 copy is made too)")
     ap.add_argument("--node-threads", type=int, default=0, help="the node's cpu_threads parameter (0: one "
                     "per core)")
     args = ap.parse_args(argv)
@@ -97,25 +110,33 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="bench_node_")
     model = args.model
     if model and not args.size:
-        from fillcls_ros import core
+        from fillcls import backends
 
-        args.size = core.read_checkpoint(model)[0].input_size
+        args.size = backends.load_classifier_runner(model)[1].input_size
     args.size = args.size or 224
     if not model:
         import torch
 
-        from fillcls_ros import core
+        from fillcls import core
 
         torch.manual_seed(0)
         model = os.path.join(tmp, "bench.pt")
         core.save_checkpoint(model, core.build_model("resnet18").state_dict(),
                              core.CheckpointHeader(input_size=args.size, model_id="bench-random"))
-    forward = bare_forward(model, args.size, args.threads)
-    print(f"bare forward (batch 1, {args.size} px, {args.threads} threads): {forward * 1e3:.1f} ms")
+    if args.inference_backend == "onnxruntime" and not model.endswith(".onnx"):
+        from training.onnx_export import export_onnx
+
+        onnx_model = os.path.join(tmp, os.path.basename(model)[:-3] + ".onnx")
+        export_onnx(model, onnx_model, int8=args.precision == "int8", calibration_crops=128)
+        model = onnx_model
+    forward = bare_forward(model, args.size, args.threads, backend=args.inference_backend, precision=args.precision)
+    print(f"bare forward (batch 1, {args.size} px, {args.threads} threads, {args.inference_backend} "
+          f"{args.precision}): {forward * 1e3:.1f} ms")
 
     node_params = params_file({"model_path": model, "device": "cpu", "input_size": args.size,
                                "segmentation_backend": args.backend, "publish_debug_image": False,
-                               "cpu_threads": args.node_threads})
+                               "cpu_threads": args.node_threads, "inference_backend": args.inference_backend,
+                               "precision": args.precision})
     cam_params = params_file({"source": args.source, "rate": args.rate, "width": args.width,
                               "height": args.height, "containers": args.containers})
     node = subprocess.Popen([os.path.join(BIN, "fillcls-node"), "--ros-args", "--params-file", node_params],

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from fillcls_ros import core
+    from fillcls import core
     from training.config import get_preset
     from training.data.base import CropSet
     from training.engine import plan_study

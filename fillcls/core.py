@@ -10,15 +10,15 @@ Everything that must be identical at training and inference time lives here:
 * the checkpoint format (:func:`save_checkpoint`, :func:`load_checkpoint`): a state dict plus a
   small JSON-able header, loaded with ``weights_only=True``.
 
-The module imports no ROS package.
+The torch-free names (class list, constants, crop rule, header, :class:`CheckpointError`) are
+defined in :mod:`fillcls.spec` and re-exported here; this module adds the torch parts. It imports
+no ROS package.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -27,31 +27,11 @@ import torchvision
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-#: Class names, in the order of the classifier's outputs.
-CLASSES: tuple[str, ...] = ("empty", "half", "full", "unknown")
-#: Filling percentage of each class (NaN: the level cannot be seen, opaque container).
-LEVEL_PERCENT: tuple[float, ...] = (0.0, 50.0, 90.0, float("nan"))
-#: ImageNet statistics, the default normalisation of every model.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-#: Architectures the builder knows (torchvision constructor names).
-ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50", "wide_resnet50_2")
-#: Blocks of a ResNet in order; ``L`` fixed layers means the first ``L`` entries (the stem counts
-#: with layer1: L=1 fixes stem + layer1, L=4 fixes everything but the head).
-RESNET_BLOCKS: tuple[tuple[str, ...], ...] = (
-    ("conv1", "bn1", "layer1"),
-    ("layer2",),
-    ("layer3",),
-    ("layer4",),
-)
-#: Default margin by which a container box is enlarged before it is squared (fraction of side).
-DEFAULT_MARGIN = 0.1
-CHECKPOINT_FORMAT = "fillcls-checkpoint"
-CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, corrupt or does not match what was asked for."""
+from .atomic import atomic_write
+from .spec import (ARCHITECTURES, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CLASSES, DEFAULT_MARGIN,  # noqa: F401
+                   IMAGENET_MEAN, IMAGENET_STD, LEVEL_PERCENT, RESNET_BLOCKS, Box, CheckpointError,
+                   CheckpointHeader, check_classifier_header, crop_image_to_square, crop_square,
+                   square_box)
 
 
 class Normalize(nn.Module):
@@ -111,41 +91,6 @@ def fixed_modules(model: FillingClassifier, num_fixed: int) -> list[nn.Module]:
 # Crop geometry and preprocessing
 # --------------------------------------------------------------------------------------------
 
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive), pixels
-
-
-def square_box(box: Sequence[float], margin: float = DEFAULT_MARGIN) -> Box:
-    """Enlarge ``box`` (x0, y0, x1, y1) by ``margin`` of its longer side on each side, then square it.
-
-    The square keeps the box's centre; it may extend past the image (see :func:`crop_square`).
-    """
-    x0, y0, x1, y1 = (float(v) for v in box)
-    if not (x1 > x0 and y1 > y0):
-        raise ValueError(f"empty box {tuple(box)}")
-    side = max(x1 - x0, y1 - y0) * (1.0 + 2.0 * margin)
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-    side_px = max(1, int(round(side)))
-    sx0 = int(math.floor(cx - side_px / 2.0 + 0.5))
-    sy0 = int(math.floor(cy - side_px / 2.0 + 0.5))
-    return sx0, sy0, sx0 + side_px, sy0 + side_px
-
-
-def crop_square(image: np.ndarray, box: Sequence[float], margin: float = DEFAULT_MARGIN) -> np.ndarray:
-    """Square crop of ``image`` (H x W x C) around ``box``; parts outside the image are zero.
-
-    Returns a (side x side x C) array of ``image``'s dtype.
-    """
-    sx0, sy0, sx1, sy1 = square_box(box, margin)
-    h, w = image.shape[:2]
-    ix0, iy0, ix1, iy1 = max(sx0, 0), max(sy0, 0), min(sx1, w), min(sy1, h)
-    if ix0 == sx0 and iy0 == sy0 and ix1 == sx1 and iy1 == sy1:
-        return image[sy0:sy1, sx0:sx1]
-    out = np.zeros((sy1 - sy0, sx1 - sx0) + image.shape[2:], dtype=image.dtype)
-    if ix1 > ix0 and iy1 > iy0:
-        out[iy0 - sy0 : iy1 - sy0, ix0 - sx0 : ix1 - sx0] = image[iy0:iy1, ix0:ix1]
-    return out
-
-
 def resize_uint8(crop: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """One RGB crop (H x W x 3 uint8 array, or 3 x H x W uint8 tensor) -> 3 x size x size uint8 tensor.
 
@@ -195,47 +140,6 @@ def crop_and_preprocess(
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class CheckpointHeader:
-    """What a checkpoint says about its model, besides the weights (JSON-able)."""
-
-    arch: str = "resnet18"
-    classes: tuple[str, ...] = CLASSES
-    input_size: int = 224
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    model_id: str = ""
-    training: dict[str, Any] | None = None  # how it was trained (strategy, eps, data, ...)
-    kind: str = "classifier"  # "classifier" or another model kind (e.g. a segmenter)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {
-            "arch": self.arch,
-            "classes": list(self.classes),
-            "input_size": int(self.input_size),
-            "mean": [float(v) for v in self.mean],
-            "std": [float(v) for v in self.std],
-            "model_id": self.model_id,
-            "training": self.training or {},
-            "kind": self.kind,
-        }
-        json.dumps(d)  # raises if someone put something non-JSON-able in `training`
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CheckpointHeader":
-        return cls(
-            arch=str(d["arch"]),
-            classes=tuple(d["classes"]),
-            input_size=int(d["input_size"]),
-            mean=tuple(float(v) for v in d["mean"]),
-            std=tuple(float(v) for v in d["std"]),
-            model_id=str(d.get("model_id", "")),
-            training=dict(d.get("training") or {}),
-            kind=str(d.get("kind", "classifier")),
-        )
-
-
 def save_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor],
                     header: CheckpointHeader, extra: Mapping[str, Any] | None = None) -> None:
     """Write ``state_dict`` + ``header`` atomically (temp file + rename) in the project format.
@@ -252,10 +156,8 @@ def save_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, torch.Tens
     }
     if extra:
         payload["extra"] = dict(extra)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    # through a file object: a full disk then raises OSError (a path gives torch's RuntimeError)
+    atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[CheckpointHeader, dict[str, torch.Tensor], dict]:
@@ -294,37 +196,10 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu"
     architecture it names.
     """
     header, state_dict, _ = read_checkpoint(path)
-    if header.kind != "classifier":
-        raise CheckpointError(f"{path}: holds a {header.kind!r} model, not a classifier")
-    if tuple(header.classes) != CLASSES:
-        raise CheckpointError(f"{path}: classes {list(header.classes)} do not match {list(CLASSES)}")
-    if header.arch not in ARCHITECTURES:
-        raise CheckpointError(f"{path}: unknown architecture {header.arch!r}")
+    check_classifier_header(path, header)
     model = build_model(header.arch, len(header.classes), header.mean, header.std)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit {header.arch}: {exc}") from exc
     return model.eval().to(device), header
-
-
-def packaged_model(filename: str, env: str) -> str:
-    """Path of a model shipped with the package: ``$env`` if set, else ``models/<filename>`` in the
-    installed share directory (ament) or the source tree (the latter path even if missing, so that
-    the error names it)."""
-    if os.environ.get(env):
-        return os.environ[env]
-    from pathlib import Path
-
-    candidates = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory("fillcls_ros")) / "models" / filename)
-    except Exception:  # not installed through ament (pip / source tree)
-        pass
-    candidates.append(Path(__file__).resolve().parent.parent / "models" / filename)
-    for c in candidates:
-        if c.is_file():
-            return str(c)
-    return str(candidates[-1])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from .core import CLASSES
+from .spec import CLASSES
 
 MATCH_IOU = 0.3
 

@@ -11,8 +11,11 @@ Backends here:
 * ``threshold``: a classical detector for a container in front of a plain background
   (colour distance to the frame border's median colour, morphology, connected components);
 * ``learned``: the project's small segmentation network trained on procedural frames
-  (:mod:`fillcls_ros.segnet`; the offline default);
-* ``maskrcnn``: torchvision Mask R-CNN with COCO weights from a file, keeping container classes.
+  (:mod:`fillcls.segnet`; the offline default);
+* ``maskrcnn``: torchvision Mask R-CNN with COCO weights from a file, keeping container classes;
+* ``auto`` (the node's default): ``maskrcnn`` when the COCO weights are in the model directory
+  (``python -m training fetch maskrcnn-coco --dir models``), ``learned`` otherwise; the built
+  segmenter's ``description`` says which and why.
 """
 
 from __future__ import annotations
@@ -130,34 +133,64 @@ def threshold(work_width: int = 160, distance: float = 40.0, min_area: float = 0
     return segment
 
 
-def _model_path(path: str) -> str:
-    """``path``, or the packaged ``models/segmenter.pt`` (``$FILLCLS_SEGMENTER`` first) when empty."""
+def _model_path(path: str, backend: str = "torch") -> str:
+    """``path``, or the packaged segmenter (``$FILLCLS_SEGMENTER`` first) when empty:
+    ``models/segmenter.onnx`` for onnxruntime / auto (if onnxruntime is installed), else
+    ``models/segmenter.pt``."""
     if path:
         return path
-    from .core import packaged_model
+    from .backends import ort_available
+    from .paths import packaged_model
 
-    return packaged_model("segmenter.pt", "FILLCLS_SEGMENTER")
+    onnx = backend == "onnxruntime" or (backend == "auto" and ort_available())
+    return packaged_model("segmenter.onnx" if onnx else "segmenter.pt", "FILLCLS_SEGMENTER")
+
+
+def _sigmoid(y: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow warnings."""
+    return 0.5 * (1.0 + np.tanh(0.5 * y))
+
+
+def _segnet_runner(path: str, backend: str, device: str, precision: str, threads: int):
+    """(runner: B x 3 x h x w in [0, 1] -> B x h/2 x w/2 foreground probabilities, input (h, w))."""
+    from .backends import OrtRunner, TorchRunner, model_format, resolve_backend
+    from .segnet import check_segmenter_header
+
+    backend = resolve_backend(backend, path)
+    if backend == "onnxruntime":
+        runner = OrtRunner(path, device, precision, threads, post=_sigmoid)
+        return runner, check_segmenter_header(path, runner.header)
+    if model_format(path) == "onnx":
+        from .core import CheckpointError
+
+        raise CheckpointError(f"{path}: an ONNX model; inference_backend 'torch' needs a .pt segmenter")
+    import torch
+
+    from .segnet_torch import load_segnet
+
+    net, _, input_hw = load_segnet(path, "cpu")
+    return TorchRunner(net, device, precision, optimize=False, post=torch.sigmoid), input_hw
 
 
 @register("learned")
-def learned(model: str = "", mask_threshold: float = 0.5, min_area: float = 0.002,
-            device: str = "cpu") -> Segmenter:
-    """The project's own segmentation network (:mod:`fillcls_ros.segnet`), trained on procedural
-    frames by ``python -m training segtrain``; ``model`` "" = the packaged models/segmenter.pt."""
-    import torch
+def learned(model: str = "", mask_threshold: float = 0.5, min_area: float = 0.002, device: str = "cpu",
+            inference_backend: str = "torch", precision: str = "fp32", threads: int = 0) -> Segmenter:
+    """The project's own segmentation network (:mod:`fillcls.segnet`), trained on procedural
+    frames by ``python -m training segtrain``; ``model`` "" = the packaged segmenter.
+    ``inference_backend`` (``torch``, ``onnxruntime``, ``auto``: by the file), ``precision`` and
+    ``threads`` as for the classifier (:mod:`fillcls.backends`); onnxruntime never imports torch."""
+    from .segnet import frame_to_array, instances
 
-    from .segnet import frame_to_input, instances, load_segnet
+    path = _model_path(model, inference_backend)
+    runner, input_hw = _segnet_runner(path, inference_backend, device, precision, threads)
+    segment_warnings = getattr(runner, "warnings", [])
 
-    path = _model_path(model)
-    net, _, input_hw = load_segnet(path, device)
-
-    @torch.inference_mode()
     def segment(rgb: np.ndarray) -> list[Detection]:
-        x = frame_to_input(rgb, input_hw)[None].to(device)
-        prob = torch.sigmoid(net(x))[0].float().cpu().numpy()
+        prob = runner(frame_to_array(rgb, input_hw)[None])[0]
         return [Detection(box, score, mask)
                 for box, score, mask in instances(prob, rgb.shape[:2], mask_threshold, min_area)]
 
+    segment.warnings = segment_warnings
     return segment
 
 
@@ -221,4 +254,31 @@ def maskrcnn(model: str = "", classes: Sequence[str] = ("cup", "wine glass"), ma
         dets.sort(key=lambda d: (-d.score, d.box[0]))
         return dets
 
+    return segment
+
+
+#: File name of torchvision's COCO Mask R-CNN weights (``python -m training fetch maskrcnn-coco``).
+MASKRCNN_COCO_FILE = "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
+
+
+@register("auto")
+def auto(model: str = "", classes: Sequence[str] = ("cup", "wine glass"), mask_threshold: float = 0.5,
+         device: str = "cpu", inference_backend: str = "torch", precision: str = "fp32", threads: int = 0) -> Segmenter:
+    """The best segmenter available: ``maskrcnn`` with the COCO weights found at
+    ``$FILLCLS_MASKRCNN`` or ``models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth`` (the package's
+    model directory), else ``learned`` with ``model`` ("" = the packaged segmenter). The result's
+    ``description`` says which was picked and why."""
+    import os
+
+    from .paths import packaged_model
+
+    coco = packaged_model(MASKRCNN_COCO_FILE, "FILLCLS_MASKRCNN")
+    if os.path.isfile(coco):
+        segment = maskrcnn(coco, classes, mask_threshold, device=device)
+        segment.description = f"maskrcnn: COCO weights found at {coco}"
+    else:
+        segment = learned(model, mask_threshold, device=device, inference_backend=inference_backend,
+                          precision=precision, threads=threads)
+        segment.description = (f"learned: no COCO Mask R-CNN weights at {coco} (fetch them with "
+                               "`python -m training fetch maskrcnn-coco --dir <that folder>` for maskrcnn)")
     return segment

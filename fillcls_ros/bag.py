@@ -19,6 +19,8 @@ from pathlib import Path
 from rosbags.rosbag2 import Reader, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from .processes import node_params
+
 FILLCLS_TYPES = ("fillcls_msgs/msg/FillingLevel", "fillcls_msgs/msg/FillingLevelArray")
 
 
@@ -116,7 +118,7 @@ def evaluate_bag(path, image_topic: str, truth_topic: str, params: dict, timeout
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CompressedImage, Image
 
-    from .evaluation import Scoreboard, format_summary, match_frame, stamp_ns
+    from fillcls.evaluation import Scoreboard, format_summary, match_frame, stamp_ns
     from .processes import RosProcess, wait_for_node
 
     info = bag_info(path)
@@ -190,8 +192,6 @@ def main(argv=None) -> int:
             for topic, (msgtype, count) in bag_info(args.bag).items():
                 print(f"{topic:32s} {msgtype:40s} {count}")
             return 0
-        from .demo import node_params
-
         params = node_params(args.model, args.segmentation_backend)
         s = evaluate_bag(args.bag, args.image_topic, args.truth_topic, params, args.timeout)
         return 0 if s["frames"] else 1

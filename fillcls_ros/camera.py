@@ -28,8 +28,10 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, RegionOfInterest
 
-from .core import LEVEL_PERCENT
-from .image_codec import rgb_to_image_fields
+from fillcls.spec import LEVEL_PERCENT
+from fillcls.world import SPLITS, render_frame
+from fillcls.image_codec import rgb_to_image_fields
+from . import parameters
 from .spin import spin_main
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -75,11 +77,8 @@ class FrameSource:
         self.files: list[Path] = []
         self.video = None
         if source in ("synthetic", "procedural"):
-            if source == "procedural":
-                from training.data import SPLITS, render_frame  # noqa: F401  (checked here, used below)
-
-                if split not in SPLITS:
-                    raise ValueError(f"parameter split must be one of {', '.join(SPLITS)}, got {split!r}")
+            if source == "procedural" and split not in SPLITS:
+                raise ValueError(f"parameter split must be one of {', '.join(SPLITS)}, got {split!r}")
         elif os.path.isdir(source):
             self.files = sorted(p for p in Path(source).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self.files:
@@ -98,8 +97,6 @@ class FrameSource:
         if self.source == "synthetic":
             return synthetic_frame(self.seed * 1_000_003 + i, self.width, self.height, self.containers)
         if self.source == "procedural":
-            from training.data import SPLITS, render_frame
-
             rgb, anns = render_frame(self.seed * 1_000_003 + i, width=self.width, height=self.height,
                                      containers=SPLITS[self.split], n_containers=self.containers)
             return rgb, [(a["label"], tuple(a["box"])) for a in anns]
@@ -131,19 +128,35 @@ def truth_message(header, truth) -> FillingLevelArray:
     return out
 
 
+CAMERA_PARAMETERS: tuple[parameters.Param, ...] = (
+    parameters.Param("source", "synthetic", "synthetic, procedural, a folder of images or a video file",
+                     "start"),
+    parameters.Param("rate", 30.0, "Frames per second", "start", range=(0.001, 1000.0)),
+    parameters.Param("width", 640, "Frame width (synthetic, procedural)", "start", range=(16, 8192)),
+    parameters.Param("height", 480, "Frame height (synthetic, procedural)", "start", range=(16, 8192)),
+    parameters.Param("containers", 1, "Containers per synthetic / procedural frame", "start", range=(1, 16)),
+    parameters.Param("split", "S1", "procedural: frames of this split's test containers", "start",
+                     choices=tuple(SPLITS)),
+    parameters.Param("seed", 0, "Seed of the synthetic / procedural frames", "start", range=(0, 2**31 - 1)),
+    parameters.Param("loop", True, "Start again when a folder or video ends", "start"),
+    parameters.Param("count", 0, "Stop after this many frames (0: never)", "start", range=(0, 2**31 - 1)),
+    parameters.Param("encoding", "rgb8", "Encoding of the published images", "start", choices=("rgb8", "bgr8")),
+    parameters.Param("frame_id", "camera", "header.frame_id of the published images", "start"),
+    parameters.Param("wait_for_subscribers", 0, "Start once this many image subscribers (and one ground-truth "
+                     "subscriber) matched; 0: at once", "start", range=(0, 64)),
+)
+
+
 class CameraNode(Node):
     """Publishes frames of a :class:`FrameSource` at a fixed rate (see module docstring)."""
 
     def __init__(self, **kwargs):
         super().__init__("fillcls_camera", **kwargs)
-        p = {name: self.declare_parameter(name, default).value for name, default in (
-            ("source", "synthetic"), ("rate", 30.0), ("width", 640), ("height", 480),
-            ("containers", 1), ("split", "S1"), ("seed", 0), ("loop", True), ("count", 0),
-            ("encoding", "rgb8"), ("frame_id", "camera"), ("wait_for_subscribers", 0))}
-        if p["encoding"] not in ("rgb8", "bgr8"):
-            raise ValueError(f"parameter encoding must be rgb8 or bgr8, got {p['encoding']!r}")
-        if not (0 < p["rate"] <= 1000):
-            raise ValueError(f"parameter rate must be in (0, 1000] Hz, got {p['rate']}")
+        p = {q.name: self.declare_parameter(q.name, q.default, parameters.descriptor(q)).value
+             for q in CAMERA_PARAMETERS}
+        errors = parameters.validate_all(p, {q.name: q for q in CAMERA_PARAMETERS})
+        if errors:
+            raise ValueError("; ".join(errors))
         self.params = p
         self.frames = FrameSource(p["source"], p["width"], p["height"], p["containers"], p["split"],
                                   p["seed"], p["loop"])
@@ -191,7 +204,11 @@ class CameraNode(Node):
 
 
 def main(args=None) -> int:
-    """Entry point of ``fillcls-camera``; exit code 0 on SIGINT/SIGTERM, 1 on a bad parameter."""
+    """Entry point of ``fillcls-camera``; exit code 0 on SIGINT/SIGTERM, 1 on a bad parameter.
+    ``--help`` lists the parameters and exits."""
+    if parameters.wants_help(sys.argv[1:] if args is None else args):
+        print(parameters.help_text("fillcls-camera", CAMERA_PARAMETERS, __doc__.strip().split("\n\n")[0].replace("``", "")))
+        return 0
     return spin_main(CameraNode, (ValueError, ImportError), "fillcls_camera", args=args)
 
 

@@ -10,7 +10,30 @@ import tempfile
 import threading
 import time
 
+from .parameters import PARAMS, default_model
+
 BIN = os.path.dirname(sys.executable)
+
+
+def node_params(model: str = "", backend: str = "", **extra) -> dict:
+    """Parameters of the node run by the demo and the bag evaluation: CPU, the packaged default
+    models (the node's own default segmentation and inference backends) unless given."""
+    defaults = {p.name: p.default for p in PARAMS.values()}
+    params = {"device": "cpu", "model_path": model or default_model({**defaults, "device": "cpu", **extra}),
+              "publish_debug_image": True, "max_containers": 5,
+              # camera, node and probe share the CPU: one classifier thread never waits for a busy core
+              "cpu_threads": 1, **extra}
+    if backend:
+        params["segmentation_backend"] = backend
+    return params
+
+
+def check_model(model: str) -> None:
+    """Raise FileNotFoundError naming ``model`` and how to rebuild it if it is missing."""
+    if not os.path.isfile(model):
+        raise FileNotFoundError(
+            f"{model}: classifier missing. The repository ships it; rebuild it with `make models` "
+            "(see README, 'Default models')")
 
 
 def write_params(params: dict, node: str = "/**") -> str:

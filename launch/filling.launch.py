@@ -3,16 +3,39 @@
 Arguments: ``camera_topic`` (sensor_msgs/Image topic; ``<camera_topic>/compressed`` is used when
 the params file sets ``compressed: true``), ``params_file`` (default: the installed
 ``config/filling.yaml``), ``namespace``, ``device`` (cpu | cuda | cuda:N), ``model_path`` ("" =
-the params file's choice) and ``fastdds_profile`` (Fast DDS XML with a 16 MB shared-memory
-segment so 640x480 frames are not dropped; "" leaves the environment alone).
+the params file's choice), ``fastdds_profile`` (Fast DDS XML with a 16 MB shared-memory
+segment so 640x480 frames are not dropped; "" leaves the environment alone), ``lifecycle``
+(true: the managed node ``fillcls-lifecycle-node``) and ``autostart`` (with ``lifecycle``:
+configure and activate it at once; false leaves it unconfigured for a lifecycle manager).
+
+The launch ends with the node: when the node exits (e.g. it cannot start: a missing model, a bad
+parameter) the whole launch shuts down, and with a non-zero exit code when the node failed.
 """
 
+import lifecycle_msgs.msg
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-from launch.conditions import IfCondition, UnlessCondition
+from launch.actions import (DeclareLaunchArgument, EmitEvent, RegisterEventHandler, SetEnvironmentVariable,
+                            Shutdown)
+from launch.conditions import IfCondition
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
+
+
+def _on_node_exit(event, context):
+    """End the launch with the node; a failed node (non-zero exit, not during a shutdown) makes
+    the launch exit non-zero (launch returns 1 when an event handler raises)."""
+    if event.returncode != 0 and not context.is_shutdown:
+        raise RuntimeError(f"fillcls_node exited with code {event.returncode} (see its log above)")
+    return [Shutdown(reason=f"fillcls_node exited with code {event.returncode}")]
+
+
+def _when(*terms):
+    """IfCondition on a Python expression joined from strings and substitutions."""
+    return IfCondition(PythonExpression(list(terms)))
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -22,25 +45,36 @@ def generate_launch_description() -> LaunchDescription:
     device = LaunchConfiguration("device")
     model_path = LaunchConfiguration("model_path")
     fastdds_profile = LaunchConfiguration("fastdds_profile")
+    lifecycle = LaunchConfiguration("lifecycle")
+    autostart = LaunchConfiguration("autostart")
     share = FindPackageShare("fillcls_ros")
 
-    has_model = PythonExpression(["'", model_path, "' != ''"])
-
-    def node(parameters, condition):
-        return Node(
-            package="fillcls_ros",
-            executable="fillcls-node",
-            name="fillcls_node",
-            namespace=namespace,
-            output="screen",
-            emulate_tty=True,
-            parameters=parameters,
-            remappings=[
-                ("image", camera_topic),
-                ("image/compressed", [camera_topic, "/compressed"]),
-            ],
-            condition=condition,
-        )
+    has_model = ["'", model_path, "' != ''"]
+    is_lifecycle = ["'", lifecycle, "'.lower() in ('true', '1')"]
+    common = dict(package="fillcls_ros", name="fillcls_node", namespace=namespace, output="screen",
+                  emulate_tty=True, remappings=[("image", camera_topic),
+                                                ("image/compressed", [camera_topic, "/compressed"])],
+                  on_exit=_on_node_exit)
+    # The params file first, then the launch arguments that override it (model_path only when given).
+    variants = (([params_file, {"device": device, "model_path": model_path}], [*has_model, " and "]),
+                ([params_file, {"device": device}], ["not ", *has_model, " and "]))
+    plain = [Node(executable="fillcls-node", parameters=params, condition=_when(*when, "not ", *is_lifecycle),
+                  **common) for params, when in variants]
+    managed = [LifecycleNode(executable="fillcls-lifecycle-node", parameters=params,
+                             condition=_when(*when, *is_lifecycle), **common) for params, when in variants]
+    starting = _when(*is_lifecycle, " and '", autostart, "'.lower() in ('true', '1')")
+    autostart_actions = []
+    for node in managed:  # configure at start; activate once inactive
+        autostart_actions += [
+            RegisterEventHandler(OnStateTransition(
+                target_lifecycle_node=node, goal_state="inactive",
+                entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                                      transition_id=lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE))]),
+                condition=starting),
+            EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                        transition_id=lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE),
+                      condition=starting),
+        ]
 
     return LaunchDescription([
         DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
@@ -57,9 +91,13 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("fastdds_profile",
                               default_value=PathJoinSubstitution([share, "config", "fastdds_shm.xml"]),
                               description="Fast DDS profile XML (16 MB SHM segment); empty = unchanged"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="true: the managed (lifecycle) node fillcls-lifecycle-node"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="with lifecycle:=true, configure and activate the node at start"),
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", fastdds_profile,
-                               condition=IfCondition(PythonExpression(["'", fastdds_profile, "' != ''"]))),
-        # The params file first, then the launch arguments that override it.
-        node([params_file, {"device": device, "model_path": model_path}], IfCondition(has_model)),
-        node([params_file, {"device": device}], UnlessCondition(has_model)),
+                               condition=_when("'", fastdds_profile, "' != ''")),
+        # OpenCV would print a line per corrupt compressed frame; the node counts them instead
+        SetEnvironmentVariable("OPENCV_LOG_LEVEL", "ERROR"),
+        *plain, *managed, *autostart_actions,
     ])

@@ -44,6 +44,6 @@ fi
 if [ ! -f "$STAMP/package" ] || [ setup.py -nt "$STAMP/package" ]; then
   echo "[setup] installing fillcls_ros and training (editable)"
   pip install --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true
-  "$VENV/bin/python" -c "import fillcls_ros.core, training" && touch "$STAMP/package"
+  "$VENV/bin/python" -c "import fillcls.core, training" && touch "$STAMP/package"
 fi
 echo "[setup] ready: $VENV"

@@ -18,7 +18,7 @@ def make_checkpoint(path, input_size=32, model_id="test-model", seed=0, **header
     """A randomly initialised ResNet-18 classifier checkpoint (project format)."""
     import torch
 
-    from fillcls_ros import core
+    from fillcls import core
 
     torch.manual_seed(seed)
     model = core.build_model("resnet18")
@@ -31,3 +31,27 @@ def make_checkpoint(path, input_size=32, model_id="test-model", seed=0, **header
 def tiny_model(tmp_path_factory):
     """Path of a random ResNet-18 checkpoint at 32 px (fast on the CPU)."""
     return make_checkpoint(tmp_path_factory.mktemp("models") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def two_containers():
+    """A grey 160 x 120 frame with two coloured 'containers', and their boxes (x0, y0, x1, y1)."""
+    import numpy as np
+
+    frame = np.full((120, 160, 3), 128, np.uint8)
+    frame[20:100, 20:60] = (200, 40, 40)
+    frame[30:90, 100:140] = (40, 40, 200)
+    frame.flags.writeable = False
+    return frame, [(20, 20, 60, 100), (100, 30, 140, 90)]
+
+
+@pytest.fixture(scope="module")
+def ros():
+    """rclpy initialised for this test module, and a probe node of the test process."""
+    import rclpy
+
+    rclpy.init()
+    node = rclpy.create_node(f"fillcls_probe_{os.getpid()}")
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()

@@ -40,3 +40,13 @@ def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera", encoding
     m.header.stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
     m.header.frame_id = frame_id
     return m
+
+
+def call_service(node, srv_type, name: str, request, timeout: float = 60.0, discovery: float = 20.0):
+    """Call service ``name`` from ``node`` and spin until it answers; returns the response."""
+    client = node.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=discovery), name
+    future = client.call_async(request)
+    assert spin_until(node, future.done, timeout), f"{name} did not answer"
+    node.destroy_client(client)
+    return future.result()

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fillcls_ros import core
+from fillcls import core
 from training.attack import L2Step, eval_mode, perturb, pgd
 from test_engine import one_thread, toy_cropset  # noqa: F401 (autouse fixture)
 

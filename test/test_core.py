@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fillcls_ros import core
+from fillcls import core
 from conftest import make_checkpoint
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from fillcls_ros.core import CLASSES
+from fillcls.core import CLASSES
 from training import data as D
 from training.data.__main__ import main as cli
 
@@ -130,3 +130,17 @@ def test_cli_generate_and_contact_sheet(tmp_path, capsys):
     assert cli(["frames", "--out", str(tmp_path / "f"), "--n", "2", "--width", "160", "--height", "120",
                 "--split", "S1", "--n-containers", "2"]) == 0
     assert len(open(tmp_path / "f" / "frames.jsonl").read().splitlines()) == 2
+
+
+def test_opaque_level_and_unknown_container_ids_listed(tmp_path):
+    rows = D.read_manifest(_manifest(tmp_path, ["a.png,C1,water,opaque,0,opaque,1",
+                                                "b.png,C3,none,opaque,0,transparent,1"]))
+    assert [r["class"] for r in rows] == ["unknown", "unknown"] and rows[0]["level"] == "unknown"
+    path = _manifest(tmp_path, ["a.png,C5,water,50,0,transparent,1", "b.png,C9,water,50,0,transparent,1",
+                                "c.png,C12,none,0,0,transparent,1"])
+    for read in (D.read_manifest, D.counts):
+        with pytest.raises(D.MissingImagesError) as err:
+            read(path)
+        msg = str(err.value)
+        assert path in msg and "2 row(s) with a container id outside C1" in msg
+        assert "row 3: unknown container id 'C9'" in msg and "row 4: unknown container id 'C12'" in msg

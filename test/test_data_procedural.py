@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fillcls_ros.core import CLASSES, crop_square, resize_uint8
+from fillcls.core import CLASSES, crop_square, resize_uint8
 from training import data as D
 from training.data import procedural as P
 

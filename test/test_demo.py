@@ -28,7 +28,7 @@ def test_demo_streams_scores_records_and_replays(tmp_path, tiny_model):
                   "--model", tiny_model, "--segmentation-backend", "threshold", "--width", "320",
                   "--height", "240", "--record", str(bag), "--debug-image", str(png))
     assert rc == 0, out
-    assert "test containers (unseen shapes)" in out
+    assert "split S2's test containers C5, C6, C8" in out  # the tiny model says nothing of its training
     # best effort, depth 1: a busy node may skip a frame, never answer one twice or lose the count
     streamed = re.search(r"frames streamed: (\d+), answered: (\d+)", out)
     assert streamed and int(streamed.group(1)) == FRAMES, out
@@ -60,3 +60,27 @@ def test_demo_names_a_missing_source_and_model(tmp_path):
     assert rc == 2 and "nope: no such file or folder" in out
     rc, out = run("fillcls-demo", "--model", str(tmp_path / "missing.pt"), "--frames", "1")
     assert rc == 1 and "missing.pt" in out
+
+
+def test_demo_says_which_test_containers_the_model_saw():
+    from fillcls_ros.demo import describe_containers, seen_containers
+
+    default_s1 = {"split": "S1", "data": {"data": "synthetic"}}  # the shipped model's training record
+    seen = seen_containers(default_s1)
+    assert seen == ("C1", "C2", "C3", "C4", "C5")
+    assert describe_containers("S3", seen) == \
+        "split S3's test containers C1 (seen in training), C4 (seen in training), C7 (unseen)"
+    assert "unseen" not in describe_containers("S1", ())
+    assert seen_containers({"split": "S1", "data": {"data": "manifest.csv"}}) == ()  # real data: unknown
+
+
+def test_demo_counts_the_frames_a_folder_has(tmp_path):
+    import numpy as np
+    import cv2
+
+    from fillcls_ros.demo import source_frames
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
+    assert source_frames(str(tmp_path), 60) == "3 frames (all of the source)"
+    assert source_frames("procedural", 60) == "60 frames"

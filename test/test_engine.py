@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from fillcls_ros import core
+from fillcls import core
 from training import engine
 from training.config import STRATEGIES, get_preset, resolve_run
 from training.data.base import CropSet
@@ -205,3 +205,24 @@ def test_plan_study_dedupes_shared_runs():
     assert sum(c.group == "main" for c in cfgs) == 18
     # L sweep (0, 4) on 3 splits: 6 new; eps sweep (0.05, 0.5): S1 0.05 and S3 0.5 are main runs
     assert len(cfgs) == 18 + 6 + 4
+
+
+def test_layer_reading_resnet_table1():
+    """resnet_table1: L = 1 fixes the stem only; L = 4 leaves layer4 and the head training."""
+    torch.manual_seed(0)
+    model = core.build_model("resnet18")
+    net = model.net
+    assert engine.fixed_modules(model, 1, "resnet_table1") == [net.conv1, net.bn1]
+    assert engine.fixed_modules(model, 4, "resnet_table1") == [net.conv1, net.bn1, net.layer1, net.layer2,
+                                                                net.layer3]
+    assert engine.fixed_modules(model, 1) == core.fixed_modules(model, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    engine.fit(model, toy_cropset(32, 16), epochs=1, lr=0.05, batch_size=16, fixed_layers=1,
+               layer_reading="resnet_table1", log=quiet)
+    after = model.state_dict()
+    assert torch.equal(before["net.conv1.weight"], after["net.conv1.weight"])
+    assert torch.equal(before["net.bn1.running_mean"], after["net.bn1.running_mean"])
+    assert not torch.equal(before["net.layer1.0.conv1.weight"], after["net.layer1.0.conv1.weight"])
+    a = resolve_run("tiny", PRESET, "S1", "ST-FT")
+    b = resolve_run("tiny", PRESET.replace(layer_reading="resnet_table1"), "S1", "ST-FT")
+    assert a.identity() != b.identity() and b.fit_config().layer_reading == "resnet_table1"

@@ -6,16 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fillcls_ros import core, segmentation
-from fillcls_ros.inference import EstimatorConfig, FillingEstimator, draw_debug, resolve_device
-
-
-def two_container_frame():
-    """A grey 160 x 120 frame with two coloured 'containers' at known boxes."""
-    frame = np.full((120, 160, 3), 128, np.uint8)
-    frame[20:100, 20:60] = (200, 40, 40)
-    frame[30:90, 100:140] = (40, 40, 200)
-    return frame, [(20, 20, 60, 100), (100, 30, 140, 90)]
+from fillcls import core, segmentation
+from fillcls.inference import EstimatorConfig, FillingEstimator, draw_debug, resolve_device
 
 
 def test_full_frame_backend():
@@ -23,8 +15,8 @@ def test_full_frame_backend():
     assert [(d.box, d.score) for d in dets] == [((0, 0, 64, 48), 1.0)]
 
 
-def test_threshold_backend_finds_both_boxes_in_order():
-    frame, boxes = two_container_frame()
+def test_threshold_backend_finds_both_boxes_in_order(two_containers):
+    frame, boxes = two_containers
     dets = segmentation.make_segmenter("threshold")(frame)
     assert len(dets) == 2
     for det, box in zip(dets, boxes):  # left to right
@@ -45,8 +37,8 @@ def test_unknown_backend_is_a_clear_error():
         segmentation.make_segmenter("nope")
 
 
-def test_estimator_results(tiny_model):
-    frame, boxes = two_container_frame()
+def test_estimator_results(tiny_model, two_containers):
+    frame, boxes = two_containers
     est = FillingEstimator(EstimatorConfig(tiny_model, segmentation_backend="threshold",
                                            segmentation_score_threshold=0.0))
     results = est.predict(frame)

@@ -13,19 +13,9 @@ from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from rosutil import NodeProcess, image_msg, spin_until
-from test_inference import two_container_frame
+from rosutil import NodeProcess, call_service, image_msg, spin_until
 
 DISCOVERY_S = 20.0
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    node = rclpy.create_node("fillcls_test_probe")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +26,8 @@ def node_proc(tiny_model):
     yield proc
     rc = proc.stop(signal.SIGINT)
     assert rc == 0, proc.output
+    assert "shutting down after" in proc.output
+    assert "Failed to publish log message to rosout" not in proc.output, proc.output
 
 
 class Probe:
@@ -81,8 +73,8 @@ def probe(ros, node_proc):
     return p
 
 
-def test_answers_with_same_header_and_valid_content(probe):
-    frame, boxes = two_container_frame()
+def test_answers_with_same_header_and_valid_content(probe, two_containers):
+    frame, boxes = two_containers
     stamp = 1_700_000_000_123_456_789
     out = probe.send_until_answered(frame, stamp, encoding="bgr8")
     assert out is not None, "no FillingLevelArray for the frame"
@@ -102,15 +94,6 @@ def test_answers_with_same_header_and_valid_content(probe):
         assert 0.0 < c.segmentation_score <= 1.0
 
 
-def _call(node, srv_type, name, request, timeout=10.0):
-    client = node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=DISCOVERY_S), name
-    future = client.call_async(request)
-    assert spin_until(node, future.done, timeout), f"{name} did not answer"
-    node.destroy_client(client)
-    return future.result()
-
-
 def _set(node, **values):
     req = SetParameters.Request()
     for name, v in values.items():
@@ -123,10 +106,10 @@ def _set(node, **values):
         else:
             pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=v)
         req.parameters.append(Parameter(name=name, value=pv))
-    return _call(node, SetParameters, "/fillcls_node/set_parameters", req).results
+    return call_service(node, SetParameters, "/fillcls_node/set_parameters", req).results
 
 
-def test_parameter_validation_from_another_node(probe, tmp_path):
+def test_parameter_validation_from_another_node(probe, tmp_path, two_containers):
     node = probe.node
     (bad_device,) = _set(node, device="tpu")
     assert not bad_device.successful and "cuda:N" in bad_device.reason
@@ -137,14 +120,16 @@ def test_parameter_validation_from_another_node(probe, tmp_path):
     missing = str(tmp_path / "missing.pt")
     (bad_model,) = _set(node, model_path=missing)
     assert not bad_model.successful and "missing.pt" in bad_model.reason
+    (bad_size,) = _set(node, input_size=1)
+    assert not bad_size.successful and "input_size" in bad_size.reason
     (read_only,) = _set(node, qos_depth=5)
     assert not read_only.successful
     (ok,) = _set(node, max_containers=1)
     assert ok.successful
-    got = _call(node, GetParameters, "/fillcls_node/get_parameters",
+    got = call_service(node, GetParameters, "/fillcls_node/get_parameters",
                 GetParameters.Request(names=["max_containers", "device"])).values
     assert got[0].integer_value == 1 and got[1].string_value == "cpu"
-    frame, _ = two_container_frame()
+    frame, _ = two_containers
     out = probe.send_until_answered(frame, 1_700_000_001_000_000_000)
     assert out is not None and len(out.containers) == 1  # the new limit is in force
     (ok,) = _set(node, max_containers=5)
@@ -157,8 +142,8 @@ def test_parameter_validation_from_another_node(probe, tmp_path):
     assert out is not None and len(out.containers) == 2  # still answering after the thread change
 
 
-def test_bad_frames_are_counted_and_node_survives(probe, node_proc):
-    frame, _ = two_container_frame()
+def test_bad_frames_are_counted_and_node_survives(probe, node_proc, two_containers):
+    frame, _ = two_containers
     bad = []
     m = image_msg(frame, 1); m.encoding = "weird42"; bad.append(m)
     m = image_msg(frame, 2); m.step = 10; bad.append(m)
@@ -211,7 +196,7 @@ def test_camera_process_to_node_process(ros, node_proc):
             ros.destroy_subscription(s)
 
 
-def test_compressed_input_and_sigterm(ros, tiny_model):
+def test_compressed_input_and_sigterm(ros, tiny_model, two_containers):
     import cv2
     from sensor_msgs.msg import CompressedImage
 
@@ -225,7 +210,7 @@ def test_compressed_input_and_sigterm(ros, tiny_model):
         sub = ros.create_subscription(FillingLevelArray, "/compressed_test/filling_level", got.append, 10)
         assert spin_until(ros, lambda: pub.get_subscription_count() > 0 and sub.get_publisher_count() > 0,
                           DISCOVERY_S)
-        frame, _ = two_container_frame()
+        frame, _ = two_containers
         msg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", frame)[1].tobytes())
         msg.header.stamp.sec = 42
         for _ in range(40):
@@ -236,6 +221,7 @@ def test_compressed_input_and_sigterm(ros, tiny_model):
     finally:
         assert proc.stop(signal.SIGTERM) == 0, proc.output
     assert "shutting down" in proc.output
+    assert "Failed to publish log message to rosout" not in proc.output, proc.output
 
 
 def test_bad_model_refuses_to_start(tmp_path):
@@ -247,3 +233,35 @@ def test_bad_model_refuses_to_start(tmp_path):
     assert rc == 1
     assert "broken.pt" in proc.output and "cannot start" in proc.output
     assert "Traceback" not in proc.output
+
+
+def test_out_of_range_parameter_refuses_to_start(tiny_model):
+    proc = NodeProcess({"model_path": tiny_model, "device": "cpu", "input_size": 5000})
+    rc = proc.proc.wait(60)
+    proc.stop()
+    assert rc == 1 and "cannot start" in proc.output and "input_size" in proc.output, proc.output
+    assert "Traceback" not in proc.output
+
+
+def test_default_node_on_the_cpu_runs_without_torch(ros, two_containers):
+    """The default configuration on the CPU: the shipped ONNX models on onnxruntime, no torch loaded."""
+    proc = NodeProcess({"device": "cpu"}, extra_args=["-r", "__ns:=/ort_test"])
+    try:
+        assert proc.wait_for_output("listening on", 60), proc.output
+        assert "onnxruntime" in proc.output, proc.output
+        with open(f"/proc/{proc.proc.pid}/maps") as f:
+            assert "libtorch" not in f.read(), "torch was loaded by the onnxruntime node"
+        pub = ros.create_publisher(Image, "/ort_test/image", qos_profile_sensor_data)
+        got = []
+        sub = ros.create_subscription(FillingLevelArray, "/ort_test/filling_level", got.append, 10)
+        assert spin_until(ros, lambda: pub.get_subscription_count() > 0 and sub.get_publisher_count() > 0,
+                          DISCOVERY_S)
+        frame, _ = two_containers
+        msg = image_msg(frame, 77 * 10**9)
+        for _ in range(40):
+            pub.publish(msg)
+            if spin_until(ros, lambda: bool(got), 0.5):
+                break
+        assert got and got[0].header.stamp.sec == 77 and got[0].model_id
+    finally:
+        assert proc.stop(signal.SIGINT) == 0, proc.output

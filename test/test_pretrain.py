@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from fillcls_ros import core
+from fillcls import core
 from training import pretrain
 from training.sources import find_source, load_source_model, source_path
 

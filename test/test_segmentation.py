@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from fillcls_ros import segmentation
-from fillcls_ros.core import CheckpointError
-from fillcls_ros.evaluation import iou
-from fillcls_ros.segnet import FillSegNet, instances, load_segnet
+from fillcls import segmentation
+from fillcls.core import CheckpointError
+from fillcls.evaluation import iou
+from fillcls.segnet import FillSegNet, instances, load_segnet
 from training.data import SPLITS, render_frame
 from training.segtrain import PRESETS, SegConfig, train
 
@@ -47,7 +47,7 @@ def test_instances_merges_a_container_cut_by_a_hand_and_orders_left_to_right():
 
 
 def test_learned_backend_trains_saves_and_loads(tmp_path):
-    cfg = SegConfig(**PRESETS["tiny"])
+    cfg = PRESETS["tiny"]
     result = train(cfg, tmp_path / "run", log=lambda *_: None)
     for key in ("mask_iou", "box_recall", "box_precision"):
         assert key in result["metrics"]
@@ -132,6 +132,18 @@ def test_maskrcnn_keeps_only_container_classes(tmp_path):
     assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
     assert segmentation.make_segmenter("maskrcnn", model=cup, min_size=240, classes=("wine glass",))(rgb) == []
     assert segmentation.select(dets, 1.01, 5) == []
+
+
+def test_auto_picks_maskrcnn_when_coco_weights_are_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("FILLCLS_MASKRCNN", str(tmp_path / segmentation.MASKRCNN_COCO_FILE))
+    seg = segmentation.make_segmenter("auto")
+    assert seg.description.startswith("learned: no COCO Mask R-CNN weights at") and "fetch maskrcnn-coco" in \
+        seg.description
+    _crafted_maskrcnn(tmp_path / segmentation.MASKRCNN_COCO_FILE, segmentation.COCO_CONTAINERS["cup"])
+    seg = segmentation.make_segmenter("auto", classes=("cup",))
+    assert seg.description.startswith("maskrcnn: COCO weights found at")
+    rgb, _ = frames(1, seed=9)[0]
+    assert seg(rgb), "the crafted Mask R-CNN says 'cup' everywhere"
 
 
 def test_maskrcnn_needs_a_weights_file(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fillcls_ros import core
+from fillcls import core
 from training.sources import (SourceSpec, find_source, list_sources, load_source_model,
                               read_source_weights, source_path)
 

@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from fillcls_ros import core
+from fillcls import core
 from test_engine import one_thread, quiet, toy_cropset  # noqa: F401 (autouse fixture)
 from training import cli, engine
 

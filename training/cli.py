@@ -12,25 +12,32 @@ settings never mix.
 Other modules add commands: :func:`build_parser` imports ``training.pretrain`` and
 ``training.segtrain`` when they exist and calls their ``register(subparsers)``; they can reuse
 :func:`add_preset_options`, :func:`preset_from_args`, :func:`run_root`, :func:`default_source_dir`
-and :func:`setup_device`.
+and :func:`setup_device`. Errors a user can fix (:class:`training.runs.RunError`: missing source,
+run directory of another config, bad data; :class:`fillcls.atomic.WriteError`: unwritable folder,
+full disk) end a command with one ``error: ...`` line and exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import importlib
-import json
 import os
 import sys
 from typing import Any, Sequence
 
-from training.config import (NON_RUN_FIELDS, PRESETS, SPLIT_NAMES, STRATEGIES, Preset, cli_overrides,
-                             get_preset, get_strategy, preset_diff, resolve_run)
+from fillcls.atomic import WriteError
+from fillcls.core import CheckpointError
+from training import assets
+from training.config import (NON_RUN_FIELDS, PRESETS, RESOLVED_FIELDS, SPLIT_NAMES, STRATEGIES, Preset, get_preset,
+                             get_strategy, preset_diff, resolve_run)
+from training.runs import (DEFAULT_RUNS, RunError, add_run_options, add_settings_options, digest,
+                           fmt_value, settings_from_args, setup_device, write_json)
 
-EXTENSIONS: tuple[str, ...] = ("training.pretrain", "training.segtrain")
-DEFAULT_RUNS = "runs"
+EXTENSIONS: tuple[str, ...] = ("training.pretrain", "training.segtrain", "training.fetch",
+                                "training.data.ccm_import", "training.authors")
+#: Errors a command reports as one ``error: ...`` line (exit code 1), without a traceback.
+CLEAR_ERRORS = (RunError, WriteError, CheckpointError, assets.AssetError, assets.MissingAsset)
 
 
 # --------------------------------------------------------------------------------------------
@@ -38,44 +45,24 @@ DEFAULT_RUNS = "runs"
 # --------------------------------------------------------------------------------------------
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, dict):
-        return ",".join(f"{k}={x:g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items())
-    if isinstance(v, (tuple, list)):
-        return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
-    return str(v)
-
-
 def add_preset_options(parser: argparse.ArgumentParser, default_preset: str = "cpu") -> None:
     """``--preset``, ``--set`` and one ``--<field>`` option per :class:`Preset` field."""
-    parser.add_argument("--preset", choices=list(PRESETS), default=default_preset,
-                        help=f"preset of every value below (default {default_preset}; "
-                             "`python -m training presets` shows them)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a preset value (repeatable), e.g. --set epochs=5")
-    group = parser.add_argument_group(
-        "preset values", "override one value of the preset (defaults: paper / cpu / tiny)")
-    for f in dataclasses.fields(Preset):
-        vals = "; ".join(f"{n}: {_fmt(getattr(p, f.name))}" for n, p in PRESETS.items())
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"field_{f.name}", default=None,
-                           metavar=type(f.default).__name__.upper() if f.default is not dataclasses.MISSING
-                           else "VALUE",
-                           help=f"{f.metadata.get('help', '')} [{vals}]".replace("%", "%%"))
+    add_settings_options(parser, Preset, PRESETS, default=default_preset, prefix="field_",
+                         preset_help=f"preset of every value below (default {default_preset}; "
+                                     "`python -m training presets` shows them)",
+                         description="override one value of the preset (defaults: paper / cpu / tiny)")
 
 
 def preset_from_args(args: argparse.Namespace) -> tuple[str, Preset]:
     """The preset named by ``--preset`` with ``--set`` and ``--<field>`` overrides applied."""
-    changes = cli_overrides(args, Preset, "field_")
-    try:
-        return args.preset, get_preset(args.preset, **changes)
-    except ValueError as exc:
-        raise SystemExit(f"bad preset value: {exc}") from exc
+    return args.preset, settings_from_args(args, PRESETS, "field_")
 
 
 def overrides(name: str, preset: Preset) -> dict[str, Any]:
-    """Values of ``preset`` that differ from the preset ``name`` and change runs' results."""
+    """Values of ``preset`` that differ from the preset ``name`` and change runs' results (the
+    per-run L / eps fields, :data:`RESOLVED_FIELDS`, are in the run names instead)."""
     base, cur = get_preset(name).to_dict(), preset.to_dict()
-    return {k: cur[k] for k in cur if cur[k] != base[k] and k not in NON_RUN_FIELDS}
+    return {k: cur[k] for k in cur if cur[k] != base[k] and k not in NON_RUN_FIELDS | RESOLVED_FIELDS}
 
 
 def run_root(args: argparse.Namespace, name: str, preset: Preset) -> str:
@@ -85,48 +72,32 @@ def run_root(args: argparse.Namespace, name: str, preset: Preset) -> str:
     if tag:
         leaf = f"{name}-{tag}"
     elif changed:
-        leaf = f"{name}-{hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]}"
+        leaf = f"{name}-{digest(changed, 8)}"
     else:
         leaf = name
     return os.path.join(getattr(args, "runs", DEFAULT_RUNS), leaf)
 
 
-def default_source_dir(runs: str, preset_name: str) -> str:
-    """Where ``training pretrain`` puts source models of a preset: ``<runs>/sources/<preset>``."""
-    return os.path.join(runs, "sources", preset_name)
+def default_source_dir(runs: str, preset_name: str, sources: str = "inhouse") -> str:
+    """Where the source models of a preset are looked for: ``<runs>/sources/<preset>`` (where
+    ``training pretrain`` puts them) for ``sources="inhouse"``, the asset directory of
+    ``training fetch`` (``$FILLCLS_ASSETS`` or ``assets``) for ``sources="paper"``."""
+    return assets.DEFAULT_DIR if sources == "paper" else os.path.join(runs, "sources", preset_name)
 
 
 def add_common_options(parser: argparse.ArgumentParser, resume: bool = True) -> None:
-    """``--runs``, ``--tag``, ``--device``, ``--threads``, ``--cache-dir`` (and ``--resume``)."""
-    g = parser.add_argument_group("run options")
-    g.add_argument("--runs", default=DEFAULT_RUNS, metavar="DIR",
-                   help="root of the run directories (default %(default)s)")
+    """The run options (:func:`training.runs.add_run_options`) plus ``--tag`` and ``--source-dir``."""
+    g = add_run_options(parser, resume=resume)
     g.add_argument("--tag", default=None, help="name the preset directory <preset>-<tag> instead of "
                                                 "<preset>-<hash of the overrides>")
-    g.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, "
-                                                     "cuda, cuda:1 ... (default %(default)s)")
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    g.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="cache of generated data (default <runs>/cache)")
     g.add_argument("--source-dir", default=None, metavar="DIR",
-                   help="directory of source models source_<arch>_eps<eps>.pt "
+                   help="directory of the source models: with --sources paper the files of `training "
+                        "fetch sources` (resnet18-f37072fd.pth, resnet18_l2_eps<E>.ckpt; default "
+                        "$FILLCLS_ASSETS or assets), with --sources inhouse source_<arch>_eps<E>.pt "
                         "(default <runs>/sources/<preset>, where `training pretrain` writes them)")
-    if resume:
-        g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                       help="continue interrupted runs from last.pt and skip finished ones "
-                            "(default); --no-resume starts every run over")
-
-
-def setup_device(args: argparse.Namespace) -> str:
-    """Apply ``--threads``; the device ``--device`` names (``auto`` -> cuda if available)."""
-    import torch
-
-    if getattr(args, "threads", 0):
-        torch.set_num_threads(args.threads)
-    device = getattr(args, "device", "auto")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow pickled (non weights-only) source files, e.g. Salman et al.'s robust "
+                        "checkpoints; only for files you trust")
 
 
 def _splits(values: Sequence[str] | None, default: Sequence[str] = SPLIT_NAMES) -> list[str]:
@@ -145,7 +116,7 @@ def _context(args: argparse.Namespace) -> dict[str, Any]:
     name, preset = preset_from_args(args)
     root = run_root(args, name, preset)
     return {"name": name, "preset": preset, "root": root,
-            "source_dir": args.source_dir or default_source_dir(args.runs, name),
+            "source_dir": args.source_dir or default_source_dir(args.runs, name, preset.sources),
             "cache_dir": args.cache_dir or os.path.join(args.runs, "cache")}
 
 
@@ -164,10 +135,20 @@ def _select(args: argparse.Namespace, ctx: dict):
 # --------------------------------------------------------------------------------------------
 
 
+def _clear_errors(func):
+    """``func(*args)``, with :data:`CLEAR_ERRORS` turned into ``SystemExit("error: ...")``."""
+    def call(*args, **kw):
+        try:
+            return func(*args, **kw)
+        except CLEAR_ERRORS as exc:
+            raise SystemExit(f"error: {exc}") from exc
+    return call
+
+
+@_clear_errors
 def cmd_train(args: argparse.Namespace) -> int:
     from training import engine
     from training.report import result_summary
-    from training.sources import SourceSpec
 
     ctx = _context(args)
     device = setup_device(args)
@@ -176,32 +157,60 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.source:
         if not STRATEGIES[cfg.strategy].transfer:
             raise SystemExit(f"--source given but {cfg.strategy} trains from scratch")
-        source = SourceSpec(path=args.source, arch=cfg.arch, eps_source=float(cfg.eps_source),
-                            fmt=args.source_format, trust_pickle=args.trust_pickle)
+        cfg, source = _explicit_source(args, ctx, cfg)
     print(f"run directory root: {ctx['root']}")
-    try:
-        results = engine.run_many([cfg], ctx["root"], source_dir=ctx["source_dir"], source=source,
-                                  resume=args.resume, device=device, cache_dir=ctx["cache_dir"])
-    except engine.RunError as exc:
-        raise SystemExit(f"error: {exc}") from exc
+    results = engine.run_many([cfg], ctx["root"], source_dir=ctx["source_dir"], source=source,
+                              resume=args.resume, device=device, cache_dir=ctx["cache_dir"],
+                              trust_pickle=args.trust_pickle)
     print(result_summary(results))
     return 0
+
+
+def _explicit_source(args: argparse.Namespace, ctx: dict, cfg):
+    """``train --source NAME|FILE``: the run (its eps_source the source's, where the name or file
+    name says it: ``robust-l2-eps0.5``, ``resnet18_l2_eps0.5.ckpt``, ``source_resnet18_eps1.pt``)
+    and the :class:`SourceSpec`, hashed and its format detected."""
+    import dataclasses
+
+    given = args.source
+    is_name = not os.path.isfile(given) and (given in assets.REGISTRY or given.startswith("inhouse-"))
+    name = given if is_name else assets.name_for_file(given)
+    known = name in assets.REGISTRY or name.startswith("inhouse-")
+    if known:
+        asset = assets.get(name)
+        if asset.kind != "source":
+            raise assets.AssetError(f"--source {given}: {name} is a {asset.kind}, not a source model")
+        eps = float(asset.eps_source or 0.0)
+        if (STRATEGIES[cfg.strategy].source == "standard") != (eps == 0):
+            raise RunError(f"--source {given}: {cfg.strategy} needs a "
+                           f"{'standard (eps 0)' if eps else 'robust (eps > 0)'} source, {name} has eps {eps:g}")
+        if eps != cfg.eps_source:
+            cfg = resolve_run(ctx["name"], ctx["preset"], args.split, cfg.strategy, eps_source=eps)
+    if is_name:
+        directory = args.source_dir or default_source_dir(args.runs, ctx["name"],
+                                                          "inhouse" if name.startswith("inhouse-") else "paper")
+        spec = assets.source_spec(name, directory, cfg.arch, args.trust_pickle)
+    else:
+        spec = assets.spec_for_file(given, cfg.arch, cfg.eps_source, args.source_format, args.trust_pickle)
+    return cfg, dataclasses.replace(spec, eps_source=float(cfg.eps_source))
 
 
 def _run_plan(args: argparse.Namespace, ctx: dict, cfgs) -> list[dict]:
     from training import engine
 
     if args.dry_run:
+        missing = {(m.cfg.split, m.cfg.name) for m in engine.attach_sources(
+            cfgs, ctx["source_dir"], trust_pickle=args.trust_pickle)}
         for c in cfgs:
-            print(f"{engine.run_status(ctx['root'], c):8s} {c.split} {c.name} ({c.group})")
+            state = "nosource" if (c.split, c.name) in missing else engine.run_status(ctx["root"], c)
+            print(f"{state:8s} {c.split} {c.name} ({c.group})")
         return []
-    try:
-        return engine.run_many(cfgs, ctx["root"], source_dir=ctx["source_dir"], resume=args.resume,
-                               device=setup_device(args), cache_dir=ctx["cache_dir"])
-    except engine.RunError as exc:
-        raise SystemExit(f"error: {exc}") from exc
+    return engine.run_many(cfgs, ctx["root"], source_dir=ctx["source_dir"], resume=args.resume,
+                           device=setup_device(args), cache_dir=ctx["cache_dir"],
+                           trust_pickle=args.trust_pickle)
 
 
+@_clear_errors
 def cmd_sweep(args: argparse.Namespace) -> int:
     from training import engine
     from training.report import result_summary
@@ -219,6 +228,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+@_clear_errors
 def cmd_study(args: argparse.Namespace) -> int:
     from training import engine
     from training.report import write_report
@@ -237,8 +247,20 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_metrics(path: str, split: str, eps: float, m: dict) -> None:
+    print(f"{path} on {split} ({m['n']} test crops): acc {100 * m['acc']:.2f}%"
+          + (f", robust acc {100 * m['robust_acc']:.2f}% (eps {eps:g}, {m['robust_n']} crops)"
+             if m["robust_acc"] is not None else ""))
+    for c, v in m["per_container"].items():
+        print(f"  {c}: {100 * v:.2f}% ({m['container_n'][c]} crops)")
+    print("  confusion (rows true, columns predicted; " + ", ".join(m["classes"]) + "):")
+    for row in m["confusion"]:
+        print("   " + " ".join(f"{v:6d}" for v in row))
+
+
+@_clear_errors
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from fillcls_ros import core
+    from fillcls import core
     from training import engine
 
     ctx = _context(args)
@@ -259,24 +281,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          f"ones: add --size {header.input_size}")
     _, test_set = engine.load_split(p, args.split, ctx["cache_dir"])
     eps = float(p.eval_eps.get(args.split, 0.0))
-    m = engine.evaluate(model, test_set, batch_size=p.eval_batch_size, eps=eps, steps=p.eval_steps,
-                        step_factor=p.step_factor, max_attack=p.eval_max, seed=p.seed, device=device)
+    m = engine.evaluate(model, test_set, eps=eps, device=device, **engine.eval_options(p))
     m["checkpoint"] = path
     m["split"] = args.split
-    print(f"{path} on {args.split} ({m['n']} test crops): acc {100 * m['acc']:.2f}%"
-          + (f", robust acc {100 * m['robust_acc']:.2f}% (eps {eps:g}, {m['robust_n']} crops)"
-             if m["robust_acc"] is not None else ""))
-    for c, v in m["per_container"].items():
-        print(f"  {c}: {100 * v:.2f}% ({m['container_n'][c]} crops)")
-    print("  confusion (rows true, columns predicted; " + ", ".join(m["classes"]) + "):")
-    for row in m["confusion"]:
-        print("   " + " ".join(f"{v:6d}" for v in row))
+    _print_metrics(path, args.split, eps, m)
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(m, f, indent=1)
+        write_json(args.out, m)
     return 0
 
 
+@_clear_errors
 def cmd_report(args: argparse.Namespace) -> int:
     from training.report import collect, write_report
 
@@ -292,8 +306,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from fillcls_ros import core
+def export_source(args: argparse.Namespace):
+    """The finished run ``export`` reads: ``(run_dir, result, RunConfig, header, state_dict)``;
+    the header's ``training`` names the run and its accuracy."""
+    from fillcls import core
     from training import engine
     from training.config import RunConfig
 
@@ -307,20 +323,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = engine.load_result(run_dir)
     if result is None:
         raise SystemExit(f"error: {run_dir} has no finished run (result.json); train it first")
-    cfg = RunConfig.from_dict(result["config"])
     try:
+        cfg = RunConfig.from_dict(result["config"])
         header, state_dict, _ = core.read_checkpoint(os.path.join(run_dir, "model.pt"))
-    except core.CheckpointError as exc:
-        raise SystemExit(f"error: {exc}") from exc
+    except (KeyError, TypeError, ValueError, core.CheckpointError) as exc:
+        raise SystemExit(f"error: {run_dir}: {exc}") from exc
     training = cfg.training_header()
     training.update(test_acc=result["metrics"]["acc"], robust_acc=result["metrics"]["robust_acc"],
                     eval_eps=cfg.eval_eps, run_dir=os.path.abspath(run_dir))
-    header = dataclasses.replace(header, model_id=args.model_id or engine.model_id(cfg),
-                                 training=training)
+    header = dataclasses.replace(header, model_id=args.model_id or engine.model_id(cfg), training=training)
+    return run_dir, result, cfg, header, state_dict
+
+
+def write_project_checkpoint(args: argparse.Namespace, header, state_dict) -> None:
+    """``export``'s writer for the node's checkpoint format (``--half``: float16 weights)."""
+    from fillcls import core
+
     if args.half:
         state_dict = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
     core.save_checkpoint(args.out, state_dict, header)
     core.load_classifier(args.out)  # the node must be able to load it
+
+
+@_clear_errors
+def cmd_export(args: argparse.Namespace) -> int:
+    _, result, _, header, state_dict = export_source(args)
+    write_project_checkpoint(args, header, state_dict)
     print(f"wrote {args.out}: {header.model_id} ({header.arch}, {header.input_size} px, "
           f"test acc {100 * result['metrics']['acc']:.2f}%)")
     return 0
@@ -332,16 +360,17 @@ def cmd_presets(args: argparse.Namespace) -> int:
         p = get_preset(args.show).to_dict()
         width = max(map(len, p))
         for k, v in p.items():
-            print(f"{k:{width}s}  {_fmt(v):30s}  {fields[k].metadata.get('help', '')}")
+            print(f"{k:{width}s}  {fmt_value(v):30s}  {fields[k].metadata.get('help', '')}")
         return 0
-    print("paper: the recipe of Modas et al. (ICIP 2021), 224 px, full data (a GPU job).")
+    print("paper: the recipe of Modas et al. (ICIP 2021), 224 px, the real C-CCM (--data MANIFEST), "
+          "ImageNet / Salman et al. robust ImageNet sources (--source-dir, `training fetch sources`); a GPU job.")
     for name in PRESETS:
         if name == "paper":
             continue
         diff = preset_diff(name)
         print(f"\n{name}: differs from paper in {len(diff)} values (field: paper -> {name}; meaning)")
         for k, (a, b) in diff.items():
-            print(f"  {k}: {_fmt(a)} -> {_fmt(b)}\n      {fields[k].metadata.get('help', '')}")
+            print(f"  {k}: {fmt_value(a)} -> {fmt_value(b)}\n      {fields[k].metadata.get('help', '')}")
     print("\n`python -m training presets --show NAME` lists every value of a preset.")
     return 0
 
@@ -349,6 +378,85 @@ def cmd_presets(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
+
+
+def _command(sub, name: str, func, help: str, description: str, *, resume: bool = True,
+             selection: bool | None = None) -> argparse.ArgumentParser:
+    """A trainer command's parser (with ``--split/--strategy`` when ``selection`` is not None); the
+    caller adds its own options, then :func:`_finish` the run and preset options."""
+    p = sub.add_parser(name, help=help, description=description)
+    if selection is not None:
+        _add_run_selection(p, required_strategy=selection)
+    p.set_defaults(func=func, _resume_option=resume)
+    return p
+
+
+def _finish(*parsers: argparse.ArgumentParser) -> None:
+    for p in parsers:
+        add_common_options(p, resume=p.get_default("_resume_option"))
+        add_preset_options(p)
+
+
+def _add_train(sub) -> argparse.ArgumentParser:
+    p = _command(sub, "train", cmd_train, "train and evaluate one run",
+                 "Train one strategy on one split, evaluate it and save it in "
+                 "<runs>/<preset>/<split>/<run name>/.", selection=True)
+    g = p.add_argument_group("explicit source model (instead of the preset's --sources)")
+    g.add_argument("--source", default=None, metavar="NAME|PATH",
+                   help="source model of a transfer strategy: a name (imagenet, robust-l2-eps<E>, "
+                        "inhouse-eps<E>; `python -m training fetch --list`), found in --source-dir, or a "
+                        "file; its eps_source is the one its name says, else --eps-source EPS")
+    from training import sources
+
+    g.add_argument("--source-format", choices=sources.FORMATS, default="auto",
+                   help="format of --source (default %(default)s; see training.sources)")
+    return p
+
+
+def _add_sweep_and_study(sub) -> list[argparse.ArgumentParser]:
+    sweep = _command(sub, "sweep", cmd_sweep, "Fig. 5 sweeps: L for ST->FT, eps_source for AT->FT",
+                     "Run the sensitivity sweeps of Fig. 5: ST->FT over --sweep-layers and AT->FT over "
+                     "--sweep-eps (L = --fixed-layers).")
+    sweep.add_argument("--kind", choices=("layers", "eps", "both"), default="both", help="which sweep")
+    sweep.add_argument("--split", nargs="*", default=None,
+                       help="splits (default: --sweep-layers-splits / --sweep-eps-splits)")
+    study = _command(sub, "study", cmd_study, "all six strategies x splits, the sweeps, then the report",
+                     "The whole study: six strategies on every split, the Fig. 5 sweeps, then tables "
+                     "and figures. Interrupt and re-run to resume.")
+    study.add_argument("--split", nargs="*", default=None, help="splits (default S1 S2 S3)")
+    study.add_argument("--no-sweeps", action="store_true", help="only the strategies x splits table")
+    for p in (sweep, study):
+        p.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
+    return [sweep, study]
+
+
+def _add_evaluate_and_report(sub) -> list[argparse.ArgumentParser]:
+    ev = _command(sub, "evaluate", cmd_evaluate, "evaluate a run's model or a checkpoint on a split",
+                  "Accuracy overall, per container, per class, and under the test-time PGD attack "
+                  "(--eval-eps, --eval-steps, --eval-max).", resume=False, selection=False)
+    ev.add_argument("--checkpoint", default=None, metavar="PATH",
+                    help="a classifier checkpoint instead of a run's model.pt")
+    ev.add_argument("--out", default=None, metavar="JSON", help="also write the metrics as JSON")
+    rep = _command(sub, "report", cmd_report, "tables (CSV, Markdown) and figures (PNG) of a study",
+                   "results.csv/.md, confusion.csv, sweeps.csv, fig5.png, fig6.png from the finished "
+                   "runs (default into <runs>/<preset>/report).", resume=False)
+    rep.add_argument("--split", nargs="*", default=None, help="splits (default S1 S2 S3)")
+    rep.add_argument("--out", default=None, metavar="DIR", help="output directory")
+    return [ev, rep]
+
+
+def _add_export(sub) -> argparse.ArgumentParser:
+    p = _command(sub, "export", cmd_export, "write a run's model as the checkpoint the node loads",
+                 "Copy a finished run's model into a node checkpoint whose header names strategy, "
+                 "split, L, eps_source, eps_target and accuracy.", resume=False, selection=False)
+    p.add_argument("--run-dir", default=None, metavar="DIR", help="a run directory instead of "
+                                                                   "--preset/--split/--strategy")
+    p.add_argument("--out", required=True, metavar="PATH", help="checkpoint to write")
+    p.add_argument("--model-id", default=None, help="model id in the header (default: run name)")
+    p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file "
+                                                       "size; the node still computes in float32 unless "
+                                                       "its fp16 parameter is set)")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,86 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m training study --preset cpu          # + sweeps + report, resumable\n"
                "  python -m training export --preset cpu --split S1 --strategy AT-FT --out models/f.pt")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("train", help="train and evaluate one run",
-                       description="Train one strategy on one split, evaluate it and save it in "
-                                   "<runs>/<preset>/<split>/<run name>/.")
-    _add_run_selection(p)
-    g = p.add_argument_group("explicit source model (instead of --source-dir)")
-    g.add_argument("--source", default=None, metavar="PATH",
-                   help="source model file for a transfer strategy (its eps: --eps-source EPS)")
-    from training import sources
-
-    formats = tuple(getattr(sources, "FORMATS", ("project",)))
-    g.add_argument("--source-format", choices=formats, default="auto" if "auto" in formats else "project",
-                   help="format of --source (default %(default)s; see training.sources)")
-    g.add_argument("--trust-pickle", action="store_true",
-                   help="allow pickled (non weights-only) source files; only for files you trust")
-    add_common_options(p)
-    add_preset_options(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("sweep", help="Fig. 5 sweeps: L for ST->FT, eps_source for AT->FT",
-                       description="Run the sensitivity sweeps of Fig. 5: ST->FT over --sweep-layers "
-                                   "and AT->FT over --sweep-eps (L = --fixed-layers).")
-    p.add_argument("--kind", choices=("layers", "eps", "both"), default="both", help="which sweep")
-    p.add_argument("--split", nargs="*", default=None,
-                   help="splits (default: --sweep-layers-splits / --sweep-eps-splits)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
-    add_common_options(p)
-    add_preset_options(p)
-    p.set_defaults(func=cmd_sweep)
-
-    p = sub.add_parser("study", help="all six strategies x splits, the sweeps, then the report",
-                       description="The whole study: six strategies on every split, the Fig. 5 "
-                                   "sweeps, then tables and figures. Interrupt and re-run to resume.")
-    p.add_argument("--split", nargs="*", default=None, help="splits (default S1 S2 S3)")
-    p.add_argument("--no-sweeps", action="store_true", help="only the strategies x splits table")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
-    add_common_options(p)
-    add_preset_options(p)
-    p.set_defaults(func=cmd_study)
-
-    p = sub.add_parser("evaluate", help="evaluate a run's model or a checkpoint on a split",
-                       description="Accuracy overall, per container, per class, and under the "
-                                   "test-time PGD attack (--eval-eps, --eval-steps, --eval-max).")
-    _add_run_selection(p, required_strategy=False)
-    p.add_argument("--checkpoint", default=None, metavar="PATH",
-                   help="a classifier checkpoint instead of a run's model.pt")
-    p.add_argument("--out", default=None, metavar="JSON", help="also write the metrics as JSON")
-    add_common_options(p, resume=False)
-    add_preset_options(p)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("report", help="tables (CSV, Markdown) and figures (PNG) of a study",
-                       description="results.csv/.md, confusion.csv, sweeps.csv, fig5.png, fig6.png "
-                                   "from the finished runs (default into <runs>/<preset>/report).")
-    p.add_argument("--split", nargs="*", default=None, help="splits (default S1 S2 S3)")
-    p.add_argument("--out", default=None, metavar="DIR", help="output directory")
-    add_common_options(p, resume=False)
-    add_preset_options(p)
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("export", help="write a run's model as the checkpoint the node loads",
-                       description="Copy a finished run's model into a node checkpoint whose header "
-                                   "names strategy, split, L, eps_source, eps_target and accuracy.")
-    _add_run_selection(p, required_strategy=False)
-    p.add_argument("--run-dir", default=None, metavar="DIR", help="a run directory instead of "
-                                                                   "--preset/--split/--strategy")
-    p.add_argument("--out", required=True, metavar="PATH", help="checkpoint to write")
-    p.add_argument("--model-id", default=None, help="model id in the header (default: run name)")
-    p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file "
-                                                       "size; the node still computes in float32 unless "
-                                                       "its fp16 parameter is set)")
-    add_common_options(p, resume=False)
-    add_preset_options(p)
-    p.set_defaults(func=cmd_export)
-
+    _finish(_add_train(sub), *_add_sweep_and_study(sub), *_add_evaluate_and_report(sub), _add_export(sub))
     p = sub.add_parser("presets", help="print the presets and what differs from the paper",
                        description="Show how the tiny and cpu presets differ from the paper's recipe.")
     p.add_argument("--show", choices=list(PRESETS), default=None, help="list every value of one preset")
     p.set_defaults(func=cmd_presets)
-
     for name in EXTENSIONS:
         try:
             module = importlib.import_module(name)

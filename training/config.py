@@ -1,6 +1,8 @@
 """The six training strategies of Modas et al. (ICIP 2021) and the presets ``tiny`` / ``cpu`` / ``paper``.
 
-A :class:`Preset` holds every knob of a study (data, recipe, attack, evaluation, sweeps); a
+Settings are typed (:class:`training.runs.Settings`): :class:`Recipe` holds the SGD values every
+training loop shares, :class:`FitConfig` is what the loop receives (recipe + lr, eps, L), and a
+:class:`Preset` holds every knob of a study (data, recipe, attack, evaluation, sweeps); a
 strategy is a handful of switches (:class:`Strategy`: from scratch or from a source model, clean
 or adversarial on the target). :func:`resolve_run` turns (preset, split, strategy, optional
 L / eps overrides) into the :class:`RunConfig` of one run, which is written as ``config.json``
@@ -17,16 +19,30 @@ weight decay 5e-4, random horizontal flip, the test-time attack.
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
 
-from fillcls_ros.core import ARCHITECTURES
+from fillcls.core import ARCHITECTURES, RESNET_BLOCKS
+from fillcls.world.containers import SPLITS
+from training.runs import Settings, canon, setting
 
-SPLIT_NAMES: tuple[str, ...] = ("S1", "S2", "S3")
+SPLIT_NAMES: tuple[str, ...] = tuple(SPLITS)
 #: Preset fields that say which runs a study makes but change no single run's result.
 NON_RUN_FIELDS: frozenset[str] = frozenset(
     {"sweep_layers", "sweep_layers_splits", "sweep_eps", "sweep_eps_splits"})
+#: Preset fields whose value for one run is part of the run's name (``L``, ``es``, ``et``) and a
+#: field of its :class:`RunConfig`: they do not name the preset directory nor enter a run's identity
+#: through the preset, so ``train --eps-source 0.5`` lands where the study's eps sweep looks.
+RESOLVED_FIELDS: frozenset[str] = frozenset({"eps_source", "eps_target", "eps_st_aft", "fixed_layers"})
+#: Readings of L (``layer_reading``): what the first L "layers" of a ResNet are (docs/training.md).
+LAYER_READINGS: dict[str, tuple[tuple[str, ...], ...]] = {
+    # a layer is a ResNet stage, the stem counts with layer1 (L = 4: only the head trains);
+    # fillcls.core.RESNET_BLOCKS, what core.fixed_modules uses; = robust-models-transfer's --freeze-level
+    "blocks": RESNET_BLOCKS,
+    # He et al. 2016, Table 1: conv1 is a layer of its own (L = 4: layer4 + head train)
+    "resnet_table1": (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",)),
+}
 
 
 @dataclass(frozen=True)
@@ -64,83 +80,128 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[key]
 
 
-def _f(default: Any, help: str, **kw) -> Any:
-    """A dataclass field with its CLI help text."""
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+@dataclass(frozen=True)
+class Recipe(Settings):
+    """The SGD recipe values every training loop of the project shares (trainer and pretraining)."""
+
+    epochs: int = setting(30, "training epochs (the last-epoch model is evaluated)")
+    batch_size: int = setting(64, "batch size")
+    samples_per_epoch: int = setting(0, "class-balanced samples drawn per epoch (0 = size of the train set)")
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(5e-4, "SGD weight decay")
+    balanced: bool = setting(True, "sample batches with probability inversely proportional to class "
+                                   "frequency")
+    hflip: bool = setting(True, "random horizontal flip of training crops")
+    attack_steps: int = setting(10, "PGD steps when training adversarially")
+    step_factor: float = setting(2.5, "PGD step size = step_factor * eps / steps")
+    seed: int = setting(0, "seed of model initialisation, batch sampling, augmentation and attacks")
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {self.epochs} and {self.batch_size}")
+        if self.attack_steps < 1 or self.step_factor <= 0:
+            raise ValueError("need attack_steps >= 1 and step_factor > 0")
+        if self.samples_per_epoch < 0:
+            raise ValueError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
 
 
 @dataclass(frozen=True)
-class Preset:
-    """Every value of a study; the defaults are the paper's recipe (see :data:`PRESETS`)."""
+class FitConfig(Recipe):
+    """Settings of :func:`training.engine.fit`: the shared recipe plus the run's lr, eps and L."""
 
-    # model
-    arch: str = _f("resnet18", f"architecture ({', '.join(ARCHITECTURES)})")
-    # data
-    data: str = _f("synthetic", "'synthetic' (procedural C-CCM-like crops, training.data.make_cropset) "
-                                "or the path of a crop manifest CSV (training.data.load_manifest)")
-    size: int = _f(224, "input size in pixels (square crops)")
-    n_samples: int = _f(10216, "number of synthetic crops to generate (all containers; ignored "
-                               "for a manifest)")
-    data_seed: int = _f(0, "seed of the synthetic data and of the subsets")
-    max_train: int = _f(0, "use at most this many training crops (random subset; 0 = all)")
-    max_test: int = _f(0, "evaluate on at most this many test crops (random subset; 0 = all)")
-    # recipe
-    epochs: int = _f(30, "training epochs (the last-epoch model is evaluated)")
-    batch_size: int = _f(64, "batch size")
-    samples_per_epoch: int = _f(0, "class-balanced samples drawn per epoch (0 = size of the train set)")
-    lr_scratch: float = _f(0.1, "initial learning rate when training from scratch (ST, AT)")
-    lr_transfer: float = _f(0.005, "initial learning rate when fine-tuning a source model")
-    momentum: float = _f(0.9, "SGD momentum")
-    weight_decay: float = _f(5e-4, "SGD weight decay")
-    balanced: bool = _f(True, "sample batches with probability inversely proportional to class frequency")
-    hflip: bool = _f(True, "random horizontal flip of training crops")
-    fixed_layers: int = _f(1, "L: layers fixed when fine-tuning (0..4; 1 = stem + layer1)")
-    # adversarial training
-    attack_steps: int = _f(10, "PGD steps when training adversarially")
-    step_factor: float = _f(2.5, "PGD step size = step_factor * eps / steps")
-    eps_source: dict = _f({"S1": 0.05, "S2": 1.0, "S3": 0.5},
-                          "eps of the robust source model per split (AT->FT, AT->AFT), e.g. "
-                          "S1=0.05,S2=1,S3=0.5 (one number: every split)")
-    eps_target: dict = _f({"S1": 0.05, "S2": 1.0, "S3": 0.5},
-                          "eps of adversarial training on the target per split (AT, AT->AFT)")
-    eps_st_aft: float = _f(0.05, "eps of adversarial fine-tuning for ST->AFT (all splits)")
-    # evaluation
-    eval_eps: dict = _f({"S1": 0.05, "S2": 1.0, "S3": 0.5},
-                        "eps of the test-time PGD attack per split (robust accuracy column; 0 = skip)")
-    eval_steps: int = _f(10, "PGD steps of the test-time attack")
-    eval_max: int = _f(0, "attack at most this many test crops (random subset; 0 = all)")
-    eval_batch_size: int = _f(128, "batch size for evaluation")
-    # sweeps (Fig. 5)
-    sweep_layers: tuple = _f((0, 1, 2, 3, 4), "values of L for the ST->FT sweep")
-    sweep_layers_splits: tuple = _f(("S1", "S2", "S3"), "splits of the ST->FT sweep over L")
-    sweep_eps: tuple = _f((0.01, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0, 5.0),
-                          "values of eps_source for the AT->FT sweep (L = fixed_layers)")
-    sweep_eps_splits: tuple = _f(("S1", "S2", "S3"), "splits of the AT->FT sweep over eps_source")
-    seed: int = _f(0, "seed of model initialisation, batch sampling, augmentation and attacks")
+    WHAT: ClassVar[str] = "fit"
 
-    def replace(self, **changes: Any) -> "Preset":
-        """A copy with ``changes`` applied (values converted to the field's type)."""
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        clean = {}
-        for key, value in changes.items():
-            if key not in fields:
-                raise ValueError(f"unknown preset field {key!r}")
-            clean[key] = coerce(getattr(self, key), value)
-        out = dataclasses.replace(self, **clean)
-        out.validate()
-        return out
+    lr: float = setting(0.1, "initial learning rate (linear decay to 0 over all steps)")
+    eps: float = setting(0.0, "L2 radius of adversarial training (0: clean training)")
+    fixed_layers: int = setting(0, "L: first blocks fixed (no gradient, BatchNorm frozen)")
+    layer_reading: str = setting("blocks", "what L counts: 'blocks' or 'resnet_table1' (LAYER_READINGS)")
+
+    @classmethod
+    def of(cls, recipe: Recipe, **values: Any) -> "FitConfig":
+        """The recipe fields of ``recipe`` (a Preset, a PretrainPreset ...) plus ``values``."""
+        return cls(**{k: getattr(recipe, k) for k in Recipe.field_names()}, **values)
 
     def validate(self) -> None:
+        super().validate()
+        if self.eps < 0 or not 0 <= self.fixed_layers <= 4:
+            raise ValueError(f"need eps >= 0 and fixed_layers in 0..4, got {self.eps} and {self.fixed_layers}")
+        if self.layer_reading not in LAYER_READINGS:
+            raise ValueError(f"layer_reading must be one of {', '.join(LAYER_READINGS)}, got {self.layer_reading!r}")
+
+    def meta(self, n_train: int, n_samples: int) -> dict[str, Any]:
+        """What ``last.pt`` records to refuse resuming with other settings (``layer_reading`` only
+        when not the default, so states written before it existed still resume)."""
+        extra = {} if self.layer_reading == "blocks" else {"layer_reading": self.layer_reading}
+        return extra | {"n_train": n_train, "epochs": int(self.epochs), "lr": float(self.lr),
+                "batch_size": int(self.batch_size), "samples_per_epoch": n_samples,
+                "momentum": float(self.momentum), "weight_decay": float(self.weight_decay),
+                "balanced": bool(self.balanced), "hflip": bool(self.hflip), "eps": float(self.eps),
+                "attack_steps": int(self.attack_steps), "step_factor": float(self.step_factor),
+                "fixed_layers": int(self.fixed_layers), "seed": int(self.seed)}
+
+
+@dataclass(frozen=True)
+class Preset(Recipe):
+    """Every value of a study; the defaults are the paper's recipe (see :data:`PRESETS`)."""
+
+    WHAT: ClassVar[str] = "preset"
+
+    # model
+    arch: str = setting("resnet18", f"architecture ({', '.join(ARCHITECTURES)})")
+    # data
+    data: str = setting("", "the path of a crop manifest CSV (training.data.load_manifest; the real "
+                            "C-CCM: `python -m training import-ccm`) or 'synthetic' (procedural C-CCM-like "
+                            "crops, training.data.make_cropset); empty (preset paper): must be given")
+    size: int = setting(224, "input size in pixels (square crops)")
+    n_samples: int = setting(10216, "number of synthetic crops to generate (all containers; ignored "
+                                    "for a manifest)")
+    data_seed: int = setting(0, "seed of the synthetic data and of the subsets")
+    max_train: int = setting(0, "use at most this many training crops (random subset; 0 = all)")
+    max_test: int = setting(0, "evaluate on at most this many test crops (random subset; 0 = all)")
+    # recipe (with the shared ones of Recipe)
+    lr_scratch: float = setting(0.1, "initial learning rate when training from scratch (ST, AT)")
+    lr_transfer: float = setting(0.005, "initial learning rate when fine-tuning a source model")
+    fixed_layers: int = setting(1, "L: layers fixed when fine-tuning (0..4; 1 = stem + layer1 with "
+                                   "layer_reading blocks, the stem alone with resnet_table1)")
+    layer_reading: str = setting("blocks", "what L counts: 'blocks' (a layer is a ResNet stage, the stem "
+                                           "with layer1, as robust-models-transfer's --freeze-level) or "
+                                           "'resnet_table1' (conv1 is a layer of its own, He et al.'s Table 1)")
+    sources: str = setting("paper", "source models of the transfer runs: 'paper' (imagenet for eps_source "
+                                    "0, Salman et al.'s robust-l2-eps<E> otherwise: `python -m training "
+                                    "fetch sources`) or 'inhouse' (source_<arch>_eps<E>.pt of `python -m "
+                                    "training pretrain`), found in --source-dir")
+    # adversarial training
+    eps_source: dict = setting({"S1": 0.05, "S2": 1.0, "S3": 0.5},
+                               "eps of the robust source model per split (AT->FT, AT->AFT), e.g. "
+                               "S1=0.05,S2=1,S3=0.5 (one number: every split)")
+    eps_target: dict = setting({"S1": 0.05, "S2": 1.0, "S3": 0.5},
+                               "eps of adversarial training on the target per split (AT, AT->AFT)")
+    eps_st_aft: float = setting(0.05, "eps of adversarial fine-tuning for ST->AFT (all splits)")
+    # evaluation
+    eval_eps: dict = setting({"S1": 0.05, "S2": 1.0, "S3": 0.5},
+                             "eps of the test-time PGD attack per split (robust accuracy column; 0 = skip)")
+    eval_steps: int = setting(10, "PGD steps of the test-time attack")
+    eval_max: int = setting(0, "attack at most this many test crops (random subset; 0 = all)")
+    eval_batch_size: int = setting(128, "batch size for evaluation")
+    # sweeps (Fig. 5)
+    sweep_layers: tuple = setting((0, 1, 2, 3, 4), "values of L for the ST->FT sweep")
+    sweep_layers_splits: tuple = setting(("S1", "S2", "S3"), "splits of the ST->FT sweep over L")
+    sweep_eps: tuple = setting((0.01, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0, 5.0),
+                               "values of eps_source for the AT->FT sweep (L = fixed_layers)")
+    sweep_eps_splits: tuple = setting(("S1", "S2", "S3"), "splits of the AT->FT sweep over eps_source")
+
+    def validate(self) -> None:
+        super().validate()
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}")
         if not 0 <= self.fixed_layers <= 4:
             raise ValueError(f"fixed_layers must be in 0..4, got {self.fixed_layers}")
-        if self.epochs < 1 or self.batch_size < 2 or self.size < 8:
-            raise ValueError("need epochs >= 1, batch_size >= 2, size >= 8")
-        if self.attack_steps < 1 or self.eval_steps < 1 or self.step_factor <= 0:
-            raise ValueError("need attack_steps >= 1, eval_steps >= 1, step_factor > 0")
+        if self.layer_reading not in LAYER_READINGS:
+            raise ValueError(f"layer_reading must be one of {', '.join(LAYER_READINGS)}, got {self.layer_reading!r}")
+        if self.sources not in ("paper", "inhouse"):
+            raise ValueError(f"sources must be 'paper' or 'inhouse', got {self.sources!r}")
+        if self.size < 8 or self.eval_steps < 1:
+            raise ValueError("need size >= 8 and eval_steps >= 1")
         for name in ("eps_source", "eps_target", "eval_eps"):
             if any(v < 0 for v in getattr(self, name).values()):
                 raise ValueError(f"{name} values must be >= 0: {getattr(self, name)}")
@@ -151,59 +212,26 @@ class Preset:
             if bad:
                 raise ValueError(f"{name}: unknown splits {bad}; choose from {', '.join(SPLIT_NAMES)}")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    def run_values(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the sweep lists (they change no single run's result) and without
+        :data:`RESOLVED_FIELDS` (a run's own L / eps values are fields of its RunConfig)."""
+        return {k: v for k, v in self.to_dict().items() if k not in NON_RUN_FIELDS | RESOLVED_FIELDS}
 
 
-def coerce(default: Any, value: Any) -> Any:
-    """``value`` (possibly a command-line string) converted to the type of ``default``.
-
-    Dicts parse from ``"S1=0.05,S2=1"`` (or one number for every key: ``"0.5"``), tuples from
-    ``"0,1,2"``, bools from ``true/false/1/0``.
-    """
-    if not isinstance(value, str):
-        if isinstance(default, tuple):
-            return tuple(value)
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
-    text = value.strip()
-    if isinstance(default, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"not a boolean: {value!r}")
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        return float(text)
-    if isinstance(default, dict):
-        if "=" not in text:  # one number for every split: "0.5" -> {"S1": 0.5, "S2": 0.5, "S3": 0.5}
-            return {k: float(text) for k in (default or dict.fromkeys(SPLIT_NAMES))}
-        out = {}
-        for item in filter(None, (p.strip() for p in text.split(","))):
-            k, _, v = item.partition("=")
-            if not _:
-                raise ValueError(f"expected KEY=VALUE items, got {item!r}")
-            out[k.strip()] = float(v)
-        return out
-    if isinstance(default, tuple):
-        items = [p.strip() for p in text.split(",") if p.strip()]
-        kind = type(default[0]) if default else float
-        return tuple(kind(float(p)) if kind is int else kind(p) for p in items)
-    return text
-
-
-#: ``paper``: the recipe of the paper at 224 px on the whole data (a GPU job).
+#: ``paper``: the recipe of the paper at 224 px on the real C-CCM (``--data MANIFEST``) from the
+#: ImageNet and robust ImageNet ResNet-18s (``sources="paper"``): a GPU job.
 PAPER = Preset()
+
+#: ``paper-synthetic``: the paper's recipe and source models on the procedural data (no C-CCM).
+PAPER_SYNTHETIC = PAPER.replace(data="synthetic")
 
 #: ``cpu``: the six strategies x three splits + both sweeps on 2 CPU cores in about 50 min:
 #: 32 px crops, 2400 synthetic crops, 10 epochs of 1600 class-balanced draws (250 SGD steps of 64),
 #: PGD-5 for adversarial training (PGD-10 for the test-time attack, on 160 crops), the L sweep on
 #: S1 only and eps_source in {0.05, 0.25, 0.5, 1} (the per-split values of the paper are in it).
 CPU = PAPER.replace(
+    data="synthetic",
+    sources="inhouse",
     size=32,
     n_samples=2400,
     epochs=10,
@@ -217,6 +245,8 @@ CPU = PAPER.replace(
 
 #: ``tiny``: seconds, for the tests.
 TINY = PAPER.replace(
+    data="synthetic",
+    sources="inhouse",
     size=16,
     n_samples=64,
     epochs=2,
@@ -228,23 +258,7 @@ TINY = PAPER.replace(
     sweep_eps=(0.05, 0.5),
 )
 
-PRESETS: dict[str, Preset] = {"tiny": TINY, "cpu": CPU, "paper": PAPER}
-
-
-def cli_overrides(args: Any, fields_of: type, prefix: str) -> dict[str, Any]:
-    """Preset changes given on a command line: ``--set FIELD=VALUE`` items (``args.set``), then
-    one option per field stored as ``args.<prefix><field>`` (None = not given)."""
-    changes: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
-        changes[key.strip().replace("-", "_")] = value
-    for f in dataclasses.fields(fields_of):
-        value = getattr(args, f"{prefix}{f.name}", None)
-        if value is not None:
-            changes[f.name] = value
-    return changes
+PRESETS: dict[str, Preset] = {"tiny": TINY, "cpu": CPU, "paper": PAPER, "paper-synthetic": PAPER_SYNTHETIC}
 
 
 def get_preset(name: str, **overrides: Any) -> Preset:
@@ -276,7 +290,7 @@ class RunConfig:
     lr: float
     eval_eps: float
     source: dict | None = None  # SourceSpec.to_dict() of the source model (transfer strategies)
-    settings: dict = field(default_factory=dict)  # the preset's values (data, recipe, ...)
+    settings: Preset = dataclasses.field(default_factory=Preset)  # the preset's values (data, recipe, ...)
 
     @property
     def name(self) -> str:
@@ -287,25 +301,31 @@ class RunConfig:
         parts.append(f"et{self.eps_target:g}")
         return "_".join(parts)
 
-    def identity(self) -> dict[str, Any]:
-        """The values that decide the result: everything but the group, the source (its arch and
-        eps_source are fields of the run; its path is known only once found) and the sweep lists,
-        which only say which other runs a study makes."""
+    def identity(self, with_source: bool = True) -> dict[str, Any]:
+        """The values that decide the result: everything but the group and the sweep lists (which
+        only say which other runs a study makes); of the source model its name, SHA-256 and format
+        (:meth:`training.sources.SourceSpec.identity`; not its path), so a run from another source
+        file is another run. ``with_source=False``: without the source (what ``report`` compares)."""
         d = self.to_dict()
         d.pop("group")
-        d.pop("source")
-        d["settings"] = {k: v for k, v in d["settings"].items() if k not in NON_RUN_FIELDS}
-        return d
+        src = d.pop("source")
+        if with_source and src:
+            d["source"] = {"name": src.get("name") or os.path.basename(str(src.get("path", ""))),
+                           "sha256": src.get("sha256", ""), "format": src.get("fmt", "")}
+        d["settings"] = self.settings.run_values()
+        return canon(d)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        json.dumps(d)
-        return d
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["settings"] = self.settings.to_dict()
+        return canon(d)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["settings"] = Preset.from_dict(kw.get("settings") or {})
+        return cls(**kw)
 
     def training_header(self) -> dict[str, Any]:
         """What the exported checkpoint's ``header.training`` says about the run."""
@@ -314,14 +334,22 @@ class RunConfig:
             "strategy": STRATEGIES[self.strategy].label,
             "split": self.split,
             "L": self.fixed_layers,
+            "layer_reading": s.layer_reading,
+            "source": ({k: self.source.get(k) for k in ("name", "sha256", "fmt")} if self.source else None),
             "eps_source": self.eps_source,
             "eps_target": self.eps_target,
             "preset": self.preset,
-            "epochs": s.get("epochs"),
+            "epochs": s.epochs,
             "lr": self.lr,
-            "seed": s.get("seed"),
-            "data": {k: s.get(k) for k in ("data", "n_samples", "data_seed", "max_train")},
+            "seed": s.seed,
+            "data": {"data": s.data, "n_samples": s.n_samples, "data_seed": s.data_seed,
+                     "max_train": s.max_train},
         }
+
+    def fit_config(self) -> FitConfig:
+        """The training loop's settings of this run."""
+        return FitConfig.of(self.settings, lr=self.lr, eps=self.eps_target, fixed_layers=self.fixed_layers,
+                            layer_reading=self.settings.layer_reading)
 
 
 def resolve_run(preset_name: str, preset: Preset, split: str, strategy: str | Strategy,
@@ -364,4 +392,4 @@ def resolve_run(preset_name: str, preset: Preset, split: str, strategy: str | St
         et = per_split(preset.eps_target, "eps_target")
     return RunConfig(preset=preset_name, split=split, strategy=st.name, group=group, arch=preset.arch,
                      size=preset.size, fixed_layers=L, eps_source=es, eps_target=et, lr=lr,
-                     eval_eps=float(preset.eval_eps.get(split, 0.0)), settings=preset.to_dict())
+                     eval_eps=float(preset.eval_eps.get(split, 0.0)), settings=preset)

@@ -18,7 +18,8 @@ import csv
 import os
 from typing import Any, Sequence
 
-from fillcls_ros.core import CLASSES
+from fillcls.atomic import atomic_path, atomic_write
+from fillcls.core import CLASSES
 from training.config import SPLIT_NAMES, STRATEGIES, Preset, RunConfig
 from training.engine import _container_key, load_result, plan_study, run_dir_for
 
@@ -52,7 +53,7 @@ def collect(root: str, preset_name: str, preset: Preset,
                     ("eps", dict(main=False, sweep_layers=False, sweep_eps=True))):
         rows = []
         for cfg in plan_study(preset_name, preset, splits, **kw):
-            res = load_result(run_dir_for(root, cfg), cfg)
+            res = load_result(run_dir_for(root, cfg), cfg, with_source=False)
             rows.append((cfg, res))
             if res is None:
                 out["missing"].append(f"{cfg.split}/{cfg.name}")
@@ -66,24 +67,16 @@ def _pct(v: float | None) -> str:
 
 
 def _write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    with open(path, "w", newline="") as f:
+    def write(f):
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
 
+    atomic_write(path, write, newline="", encoding="utf-8")
 
-def write_report(root: str, preset_name: str, preset: Preset, splits: Sequence[str] = SPLIT_NAMES,
-                 out_dir: str | None = None) -> dict[str, str]:
-    """Write the tables and figures of the study under ``root``; return ``{name: path}``."""
-    out_dir = out_dir or os.path.join(root, "report")
-    os.makedirs(out_dir, exist_ok=True)
-    data = collect(root, preset_name, preset, splits)
-    names = container_names()
-    paths = {k: os.path.join(out_dir, f) for k, f in (
-        ("results_csv", "results.csv"), ("results_md", "results.md"), ("confusion_csv", "confusion.csv"),
-        ("sweeps_csv", "sweeps.csv"), ("fig5", "fig5.png"), ("fig6", "fig6.png"))}
 
-    # results.csv / confusion.csv
+def _results_rows(data: dict, names: dict[str, str]) -> tuple[list, list]:
+    """Rows of ``results.csv`` (per container + ``all``) and ``confusion.csv`` of the main runs."""
     rows, conf_rows = [], []
     for cfg, res in data["main"]:
         if res is None:
@@ -101,48 +94,52 @@ def write_report(root: str, preset_name: str, preset: Preset, splits: Sequence[s
         for i, true in enumerate(m["classes"]):
             for j, pred in enumerate(m["classes"]):
                 conf_rows.append(common[:3] + [true, pred, m["confusion"][i][j]])
-    _write_csv(paths["results_csv"], ["split", "strategy", "label", "L", "eps_source", "eps_target",
-                                      "container", "name", "n", "acc", "robust_acc", "eval_eps"], rows)
-    _write_csv(paths["confusion_csv"], ["split", "strategy", "label", "true", "pred", "count"], conf_rows)
+    return rows, conf_rows
 
-    # sweeps.csv
-    sweep_rows = []
-    for kind, key in (("layers", "L"), ("eps", "eps_source")):
+
+def _sweep_rows(data: dict) -> list:
+    rows = []
+    for kind in ("layers", "eps"):
         for cfg, res in data[kind]:
             if res is not None:
                 m = res["metrics"]
-                sweep_rows.append([kind, cfg.split, cfg.strategy, cfg.fixed_layers, cfg.eps_source,
-                                   f"{m['acc']:.6f}",
-                                   "" if m["robust_acc"] is None else f"{m['robust_acc']:.6f}", m["n"]])
-    _write_csv(paths["sweeps_csv"], ["sweep", "split", "strategy", "L", "eps_source", "acc",
-                                     "robust_acc", "n"], sweep_rows)
+                rows.append([kind, cfg.split, cfg.strategy, cfg.fixed_layers, cfg.eps_source,
+                             f"{m['acc']:.6f}", "" if m["robust_acc"] is None else f"{m['robust_acc']:.6f}",
+                             m["n"]])
+    return rows
 
-    # results.md
+
+def _split_md(data: dict, split: str, names: dict[str, str]) -> list[str]:
+    """The accuracy and per-class recall tables of one split."""
+    runs = [(c, r) for c, r in data["main"] if c.split == split]
+    conts = sorted({k for _, r in runs if r for k in r["metrics"]["per_container"]}, key=_container_key)
+    md = [f"## {split}", "", "| strategy | L | eps_s | eps_t | "
+          + " | ".join(_label(c, names) for c in conts) + " | all | robust |",
+          "|" + "---|" * (len(conts) + 6)]
+    for cfg, res in runs:
+        m = res["metrics"] if res else None
+        cells = [_pct(m["per_container"].get(c)) if m else "—" for c in conts]
+        md.append(f"| {STRATEGIES[cfg.strategy].label} | "
+                  f"{cfg.fixed_layers if cfg.eps_source is not None else '—'} | "
+                  f"{'—' if cfg.eps_source is None else f'{cfg.eps_source:g}'} | {cfg.eps_target:g} | "
+                  + " | ".join(cells) + f" | {_pct(m['acc']) if m else '—'} | "
+                  f"{_pct(m['robust_acc']) if m else '—'} |")
+    md += ["", "Per-class recall (%):", "", "| strategy | " + " | ".join(CLASSES) + " |",
+           "|---|" + "---|" * len(CLASSES)]
+    for cfg, res in runs:
+        pc = res["metrics"]["per_class"] if res else {}
+        md.append(f"| {STRATEGIES[cfg.strategy].label} | " + " | ".join(_pct(pc.get(k)) for k in CLASSES) + " |")
+    return md + [""]
+
+
+def _results_md(data: dict, root: str, preset_name: str, preset: Preset, splits: Sequence[str],
+                names: dict[str, str]) -> str:
     md = [f"# Filling level classification: preset `{preset_name}`", "",
           f"Runs under `{root}`. Accuracy (%) on the test containers of each split (paper Fig. 6); "
           "`all`: all test crops; `robust`: accuracy under a test-time L2 PGD attack "
           f"({preset.eval_steps} steps, eps per split {preset.eval_eps}).", ""]
     for split in splits:
-        runs = [(c, r) for c, r in data["main"] if c.split == split]
-        conts = sorted({k for _, r in runs if r for k in r["metrics"]["per_container"]}, key=_container_key)
-        md += [f"## {split}", "", "| strategy | L | eps_s | eps_t | "
-               + " | ".join(_label(c, names) for c in conts) + " | all | robust |",
-               "|" + "---|" * (len(conts) + 6)]
-        for cfg, res in runs:
-            m = res["metrics"] if res else None
-            cells = [_pct(m["per_container"].get(c)) if m else "—" for c in conts]
-            md.append(f"| {STRATEGIES[cfg.strategy].label} | "
-                      f"{cfg.fixed_layers if cfg.eps_source is not None else '—'} | "
-                      f"{'—' if cfg.eps_source is None else f'{cfg.eps_source:g}'} | {cfg.eps_target:g} | "
-                      + " | ".join(cells) + f" | {_pct(m['acc']) if m else '—'} | "
-                      f"{_pct(m['robust_acc']) if m else '—'} |")
-        md += ["", "Per-class recall (%):", "", "| strategy | " + " | ".join(CLASSES) + " |",
-               "|---|" + "---|" * len(CLASSES)]
-        for cfg, res in runs:
-            pc = res["metrics"]["per_class"] if res else {}
-            md.append(f"| {STRATEGIES[cfg.strategy].label} | "
-                      + " | ".join(_pct(pc.get(k)) for k in CLASSES) + " |")
-        md.append("")
+        md += _split_md(data, split, names)
     for kind, title, col in (("layers", "ST→FT: accuracy vs fixed layers L", "L"),
                              ("eps", "AT→FT: accuracy vs eps_source", "eps_source")):
         md += [f"## {title} (Fig. 5)", "", f"| split | {col} | acc | robust |", "|---|---|---|---|"]
@@ -153,12 +150,34 @@ def write_report(root: str, preset_name: str, preset: Preset, splits: Sequence[s
         md.append("")
     if data["missing"]:
         md += ["## Missing runs", "", *[f"- {m}" for m in data["missing"]], ""]
-    with open(paths["results_md"], "w") as f:
-        f.write("\n".join(md))
+    return "\n".join(md)
 
+
+def write_report(root: str, preset_name: str, preset: Preset, splits: Sequence[str] = SPLIT_NAMES,
+                 out_dir: str | None = None) -> dict[str, str]:
+    """Write the tables and figures of the study under ``root``; return ``{name: path}``."""
+    out_dir = out_dir or os.path.join(root, "report")
+    data = collect(root, preset_name, preset, splits)
+    names = container_names()
+    paths = {k: os.path.join(out_dir, f) for k, f in (
+        ("results_csv", "results.csv"), ("results_md", "results.md"), ("confusion_csv", "confusion.csv"),
+        ("sweeps_csv", "sweeps.csv"), ("fig5", "fig5.png"), ("fig6", "fig6.png"))}
+    rows, conf_rows = _results_rows(data, names)
+    _write_csv(paths["results_csv"], ["split", "strategy", "label", "L", "eps_source", "eps_target",
+                                      "container", "name", "n", "acc", "robust_acc", "eval_eps"], rows)
+    _write_csv(paths["confusion_csv"], ["split", "strategy", "label", "true", "pred", "count"], conf_rows)
+    _write_csv(paths["sweeps_csv"], ["sweep", "split", "strategy", "L", "eps_source", "acc",
+                                     "robust_acc", "n"], _sweep_rows(data))
+    md = _results_md(data, root, preset_name, preset, splits, names)
+    atomic_write(paths["results_md"], lambda f: f.write(md), encoding="utf-8")
     plot_fig5(data, paths["fig5"])
     plot_fig6(data, splits, names, paths["fig6"])
     return paths
+
+
+def _save_figure(fig, path: str) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
 
 
 def _pyplot():
@@ -202,7 +221,7 @@ def plot_fig5(data: dict, path: str) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -229,7 +248,7 @@ def plot_fig6(data: dict, splits: Sequence[str], names: dict[str, str], path: st
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=120)
+    _save_figure(fig, path)
     plt.close(fig)
 
 

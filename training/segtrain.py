@@ -1,56 +1,79 @@
 """``python -m training segtrain``: train the node's ``learned`` segmentation backend.
 
-The network (:class:`fillcls_ros.segnet.FillSegNet`) learns container-foreground masks from the
+The network (:class:`fillcls.segnet.FillSegNet`) learns container-foreground masks from the
 procedural full camera frames (:func:`training.data.render_frame`) of a split's *training*
 containers, and is evaluated on frames of its *test* containers (unseen shapes): mean mask IoU
 and box recall / precision at IoU 0.5, with the node's own post-processing
-(:func:`fillcls_ros.segnet.instances`). Per-epoch checkpoints; ``--resume`` continues a killed run.
+(:func:`fillcls.segnet.instances`). Per-epoch checkpoints; ``--resume`` continues a killed run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from fillcls_ros.core import save_checkpoint, read_checkpoint
-from fillcls_ros.evaluation import iou
-from fillcls_ros.segnet import FillSegNet, frame_to_input, instances, load_segnet, segmenter_header
+from fillcls.atomic import WriteError
+from fillcls.core import CheckpointError, read_checkpoint, save_checkpoint
+from fillcls.evaluation import iou
+from fillcls.segnet import FillSegNet, frame_to_input, instances, load_segnet, segmenter_header
+from training.runs import (RunDir, RunError, Settings, add_run_options, add_settings_options, copy_file,
+                           setting, settings_from_args)
 
 
-@dataclass
-class SegConfig:
+def tqdm(iterable, **kw):
+    """``tqdm.tqdm`` when installed (a progress bar on a terminal), else ``iterable`` itself."""
+    try:
+        from tqdm import tqdm as bar
+    except ImportError:
+        return iterable
+    return bar(iterable, **kw)
+
+
+@dataclass(frozen=True)
+class SegConfig(Settings):
     """Settings of one segmenter training run (all overridable on the command line)."""
 
-    split: str = "S1"
-    train_frames: int = 1600
-    eval_frames: int = 200
-    epochs: int = 12
-    batch_size: int = 16
-    lr: float = 3e-3
-    width: int = 16
-    input_h: int = 240  # 320 x 240 input: box recall 94.7 % vs 83.4 % at 160 x 120 (thin flutes)
-    input_w: int = 320
-    frame_w: int = 640
-    frame_h: int = 480
-    max_containers: int = 3
-    seed: int = 0
+    WHAT: ClassVar[str] = "segtrain"
+
+    split: str = setting("S1", "train on this split's training containers, evaluate on its test containers")
+    train_frames: int = setting(1600, "procedural training frames")
+    eval_frames: int = setting(200, "held-out frames of the test containers")
+    epochs: int = setting(12, "training epochs")
+    batch_size: int = setting(16, "frames per batch")
+    lr: float = setting(3e-3, "peak learning rate (one-cycle AdamW)")
+    width: int = setting(16, "channels of the first layer (network size)")
+    # 320 x 240 input: box recall 94.7 % vs 83.4 % at 160 x 120 (thin flutes)
+    input_h: int = setting(240, "network input height")
+    input_w: int = setting(320, "network input width")
+    frame_w: int = setting(640, "rendered frame width")
+    frame_h: int = setting(480, "rendered frame height")
+    max_containers: int = setting(3, "at most this many containers per training frame")
+    seed: int = setting(0, "seed of frames and training")
+
+    def validate(self) -> None:
+        from fillcls.world.containers import SPLITS
+
+        if self.split not in SPLITS:
+            raise ValueError(f"split: unknown split {self.split!r}; choose from {', '.join(SPLITS)}")
+        if min(self.train_frames, self.eval_frames, self.epochs, self.batch_size, self.width,
+               self.input_h, self.input_w, self.frame_w, self.frame_h, self.max_containers) < 1:
+            raise ValueError("frames, epochs, batch_size, width, sizes and max_containers must be >= 1")
 
 
-PRESETS = {
-    "tiny": dict(train_frames=24, eval_frames=8, epochs=2, batch_size=8, width=8, input_h=60, input_w=80,
-                 frame_w=320, frame_h=240),
-    "cpu": {},
+#: ``cpu`` (default): the settings of ``models/segmenter.pt``; ``tiny``: seconds, for the tests.
+PRESETS: dict[str, SegConfig] = {
+    "tiny": SegConfig().replace(train_frames=24, eval_frames=8, epochs=2, batch_size=8, width=8,
+                                input_h=60, input_w=80, frame_w=320, frame_h=240),
+    "cpu": SegConfig(),
 }
 
 
@@ -122,69 +145,88 @@ def evaluate(model, xs, ys, boxes, frame_hw, mask_threshold: float = 0.5) -> dic
             "containers": n_true, "ms_per_frame": ms}
 
 
-def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print) -> dict:
-    """Train (or resume, or skip if finished) one segmenter in ``out_dir``; returns the result."""
-    from training.data import split_containers
+def _train_epoch(model, opt, sched, xs, ys, cfg: SegConfig, epoch: int, log) -> None:
+    """One epoch over a random permutation of the frames (flip and brightness augmentation)."""
+    model.train()
+    steps_per_epoch = max(1, len(xs) // cfg.batch_size)
+    perm = torch.randperm(len(xs))
+    total, t0 = 0.0, time.perf_counter()
+    bar = tqdm(range(steps_per_epoch), desc=f"segtrain {cfg.split} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    for s in bar:
+        idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+        x, y = xs[idx].float() / 255, ys[idx].float() / 255
+        if torch.rand(()) < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        x = x * (0.8 + 0.4 * torch.rand(len(x), 1, 1, 1))  # brightness
+        loss = loss_fn(model(x.clamp(0, 1)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item()
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    log(f"[segtrain] epoch {epoch + 1}/{cfg.epochs}: loss {total / steps_per_epoch:.4f} "
+        f"({steps_per_epoch * cfg.batch_size / (time.perf_counter() - t0):.0f} frames/s)")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result_path, last, final = out_dir / "result.json", out_dir / "last.pt", out_dir / "segmenter.pt"
-    if result_path.exists() and final.exists():
-        done = json.loads(result_path.read_text())
-        if done.get("config") == asdict(cfg):
-            log(f"[segtrain] {out_dir}: already finished, skipped")
-            return done
-    (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    train_ids, test_ids = split_containers(cfg.split)
-    torch.manual_seed(cfg.seed)
-    # render everything before torch starts its thread pools (forking after that can hang)
-    xs, ys, _, _ = make_frames(cfg, train_ids, cfg.train_frames, cfg.seed)
-    ex, ey, eboxes, _ = make_frames(cfg, test_ids, cfg.eval_frames, cfg.seed + 10_000)
+
+def _resume(last: Path, cfg: SegConfig, model, opt, sched, log) -> int:
+    """Restore ``last.pt``; the epoch it ends (refuses a state of other settings)."""
+    _, state, extra = read_checkpoint(last)
+    if extra.get("config") != cfg.to_dict():
+        raise RunError(f"{last} was made with other settings; use --no-resume to start over")
+    model.load_state_dict(state)
+    opt.load_state_dict(extra["optimizer"])
+    sched.load_state_dict(extra["scheduler"])
+    torch.set_rng_state(extra["rng"])
+    log(f"[segtrain] resuming {last.parent} after epoch {int(extra['epoch'])}")
+    return int(extra["epoch"])
+
+
+def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log):
+    """Train FillSegNet on (xs, ys) with a per-epoch ``last.pt``; returns (model, header)."""
     model = FillSegNet(cfg.width)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps_per_epoch = max(1, len(xs) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-    start = 0
-    if resume and last.exists() and read_checkpoint(last)[2].get("config") != asdict(cfg):
-        log(f"[segtrain] {last} was made with other settings: starting over")
-        resume = False
-    if resume and last.exists():
-        _, state, extra = read_checkpoint(last)
-        model.load_state_dict(state)
-        opt.load_state_dict(extra["optimizer"])
-        sched.load_state_dict(extra["scheduler"])
-        torch.set_rng_state(extra["rng"])
-        start = int(extra["epoch"])
-        log(f"[segtrain] resuming {out_dir} after epoch {start}")
+    last = Path(run.file(RunDir.STATE))
+    start = _resume(last, cfg, model, opt, sched, log) if resume and last.exists() else 0
     header = segmenter_header((cfg.input_h, cfg.input_w), cfg.width, model_id=f"fillsegnet-{cfg.split}",
                               training={"split": cfg.split, "train_containers": list(train_ids),
-                                        "config": asdict(cfg)})
+                                        "config": cfg.to_dict()})
     for epoch in range(start, cfg.epochs):
-        model.train()
-        perm = torch.randperm(len(xs))
-        total, t0 = 0.0, time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"segtrain {cfg.split} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for s in bar:
-            idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            x, y = xs[idx].float() / 255, ys[idx].float() / 255
-            if torch.rand(()) < 0.5:
-                x, y = x.flip(-1), y.flip(-1)
-            x = x * (0.8 + 0.4 * torch.rand(len(x), 1, 1, 1))  # brightness
-            loss = loss_fn(model(x.clamp(0, 1)), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        log(f"[segtrain] epoch {epoch + 1}/{cfg.epochs}: loss {total / steps_per_epoch:.4f} "
-            f"({steps_per_epoch * cfg.batch_size / (time.perf_counter() - t0):.0f} frames/s)")
+        _train_epoch(model, opt, sched, xs, ys, cfg, epoch, log)
         save_checkpoint(last, model.state_dict(), header, extra={
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-            "epoch": epoch + 1, "config": asdict(cfg)})
-    save_checkpoint(final, model.state_dict(), header)
-    metrics = evaluate(model, ex, ey, eboxes, (cfg.frame_h, cfg.frame_w))
-    result = {"config": asdict(cfg), "test_containers": list(test_ids), "metrics": metrics}
-    result_path.write_text(json.dumps(result, indent=2))
+            "epoch": epoch + 1, "config": cfg.to_dict()})
+    return model, header
+
+
+def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print) -> dict:
+    """Train (or resume, or skip if finished) one segmenter in ``out_dir``; returns the result.
+
+    The run directory follows :class:`training.runs.RunDir`: a finished run of the same settings
+    is skipped, an interrupted one resumes from ``last.pt``, a directory holding a run of other
+    settings is refused (:class:`RunError`) unless ``resume=False``."""
+    from training.data import split_containers
+
+    out_dir = Path(out_dir)
+    run = RunDir(out_dir, cfg.to_dict(), outputs=(str(out_dir / "segmenter.pt"),), what="segmenter run",
+                 elsewhere="another --out")
+    done = run.begin({"settings": cfg.to_dict()}, resume)
+    if done is not None:
+        log(f"[segtrain] {out_dir}: already finished, skipped")
+        return done
+    with run.guard():
+        train_ids, test_ids = split_containers(cfg.split)
+        torch.manual_seed(cfg.seed)
+        # render everything before torch starts its thread pools (forking after that can hang)
+        xs, ys, _, _ = make_frames(cfg, train_ids, cfg.train_frames, cfg.seed)
+        ex, ey, eboxes, _ = make_frames(cfg, test_ids, cfg.eval_frames, cfg.seed + 10_000)
+        model, header = _fit(cfg, run, xs, ys, train_ids, resume, log)
+        save_checkpoint(out_dir / "segmenter.pt", model.state_dict(), header)
+        metrics = evaluate(model, ex, ey, eboxes, (cfg.frame_h, cfg.frame_w))
+    result = run.finish({"config": cfg.to_dict(), "test_containers": list(test_ids), "metrics": metrics})
     log(f"[segtrain] {cfg.split} test containers {', '.join(test_ids)}: mask IoU {metrics['mask_iou']:.3f}, "
         f"box recall@0.5 {metrics['box_recall']:.3f}, precision {metrics['box_precision']:.3f} "
         f"({metrics['containers']} containers, {metrics['frames']} frames, {metrics['ms_per_frame']:.1f} ms/frame)")
@@ -192,14 +234,18 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print) -> dict
 
 
 def run_from_args(args) -> int:
-    cfg = SegConfig(**{**PRESETS[args.preset], **{k: v for k, v in vars(args).items()
-                                                   if k in SegConfig.__dataclass_fields__ and v is not None}})
+    """``segtrain`` command: train (or resume / skip) and optionally export; returns the exit code."""
+    cfg = settings_from_args(args, PRESETS, "seg_")
     out = Path(args.out or f"runs/segmenter/{args.preset}/{cfg.split}")
-    train(cfg, out, resume=not args.no_resume)
+    try:
+        train(cfg, out, resume=args.resume)
+        if args.export:
+            copy_file(out / "segmenter.pt", args.export)
+            load_segnet(args.export)  # the exported file loads
+    except (RunError, WriteError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.export:
-        Path(args.export).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "segmenter.pt", args.export)
-        load_segnet(args.export)  # the exported file loads
         print(f"[segtrain] exported {args.export}")
     return 0
 
@@ -208,26 +254,18 @@ def register(subparsers) -> None:
     """Add the ``segtrain`` sub-command to ``python -m training``."""
     p = subparsers.add_parser("segtrain", help="train the node's learned segmentation backend",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                   help="tiny: seconds (tests); cpu (default): the settings of models/segmenter.pt, "
-                        "1600 frames x 12 epochs at 320 x 240, about 13 min")
-    helps = {"split": "train on this split's training containers, evaluate on its test containers",
-             "train_frames": "procedural training frames", "eval_frames": "held-out frames of the test containers",
-             "epochs": "training epochs", "batch_size": "frames per batch", "lr": "peak learning rate (one-cycle AdamW)",
-             "width": "channels of the first layer (network size)", "input_h": "network input height",
-             "input_w": "network input width", "frame_w": "rendered frame width", "frame_h": "rendered frame height",
-             "max_containers": "at most this many containers per training frame", "seed": "seed of frames and training"}
-    for name, f in SegConfig.__dataclass_fields__.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(f.default), default=None,
-                       help=f"{helps[name]} (cpu preset: {f.default})")
-    p.add_argument("--out", default="", help="run directory (default runs/segmenter/<preset>/<split>)")
-    p.add_argument("--export", default="", help="also copy the trained model here (e.g. models/segmenter.pt)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
+    add_settings_options(p, SegConfig, PRESETS, default="cpu", prefix="seg_",
+                         preset_help="tiny: seconds (tests); cpu (default): the settings of "
+                                     "models/segmenter.pt, 1600 frames x 12 epochs at 320 x 240, about 13 min",
+                         description="override one value of the segmenter preset")
+    g = add_run_options(p, runs=False, device=False, cache=False)
+    g.add_argument("--out", default="", help="run directory (default runs/segmenter/<preset>/<split>)")
+    g.add_argument("--export", default="", help="also copy the trained model here (e.g. models/segmenter.pt)")
     p.set_defaults(func=run_from_args)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m training.segtrain")
     register(ap.add_subparsers(dest="cmd", required=True))
-    a = ap.parse_args(["segtrain", *os.sys.argv[1:]])
+    a = ap.parse_args(["segtrain", *sys.argv[1:]])
     raise SystemExit(a.func(a))

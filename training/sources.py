@@ -2,7 +2,7 @@
 
 A :class:`SourceSpec` names where a source model comes from, its architecture and the L2 radius
 ``eps_source`` it was (adversarially) trained with; it is recorded in every result.
-:func:`load_source_model` returns a :class:`fillcls_ros.core.FillingClassifier` whose backbone
+:func:`load_source_model` returns a :class:`fillcls.core.FillingClassifier` whose backbone
 holds the source weights (its head is whatever the source had; the trainer replaces it).
 
 Formats (``SourceSpec.fmt``):
@@ -35,7 +35,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from fillcls_ros.core import (ARCHITECTURES, CHECKPOINT_FORMAT, IMAGENET_MEAN, IMAGENET_STD,
+from fillcls.core import (ARCHITECTURES, CHECKPOINT_FORMAT, IMAGENET_MEAN, IMAGENET_STD,
                               CheckpointError, FillingClassifier, build_model, read_checkpoint)
 
 #: Source formats :func:`load_source_model` reads.
@@ -55,9 +55,16 @@ class SourceSpec:
     eps_source: float = 0.0
     fmt: str = "project"
     trust_pickle: bool = False
+    name: str = ""    # registry name (``imagenet``, ``robust-l2-eps0.05``, ``inhouse-eps0``) or the file name
+    sha256: str = ""  # SHA-256 of the file (filled by :func:`training.assets.source_spec` / ``spec_for_file``)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def identity(self) -> dict:
+        """What a run's identity records of its source: name, SHA-256 and format (not the path:
+        the same file elsewhere is the same source)."""
+        return {"name": self.name or os.path.basename(self.path), "sha256": self.sha256, "format": self.fmt}
 
 
 @dataclass
@@ -107,7 +114,7 @@ def torch_load(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
 
 
-class _Stub:
+class Stub:
     """Stands in for a pickled object whose class cannot be imported (e.g. ``cox`` parameters)."""
 
     def __init__(self, *args, **kwargs):
@@ -127,13 +134,13 @@ class _Stub:
 
 
 class _LenientUnpickler(pickle.Unpickler):
-    """Unpickles classes of packages that are not installed (robustness, cox) as :class:`_Stub`."""
+    """Unpickles classes of packages that are not installed (robustness, cox) as :class:`Stub`."""
 
     def find_class(self, module, name):
         try:
             return super().find_class(module, name)
         except (ImportError, AttributeError):
-            return type(name, (_Stub,), {"__module__": module})
+            return type(name, (Stub,), {"__module__": module})
 
 
 _lenient_pickle = types.ModuleType("fillcls_lenient_pickle")
@@ -142,23 +149,48 @@ _lenient_pickle.load = lambda f, **kw: _LenientUnpickler(f, **kw).load()
 _lenient_pickle.__name__ = "fillcls_lenient_pickle"
 
 
-def _is_state_dict(obj: Any) -> bool:
+def stub_state_dict(path: str, stub: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors of a pickled ``nn.Module`` read as a stub: its ``_parameters``, ``_buffers`` and
+    ``_modules`` (recursively), as ``state_dict()`` would name them."""
+    if isinstance(stub, nn.Module):
+        return {prefix + k: v for k, v in stub.state_dict().items()}
+    state = getattr(stub, "__dict__", {}).get("_state")
+    if not isinstance(state, Mapping) or "_modules" not in state:
+        raise CheckpointError(f"{path}: holds a pickled {type(stub).__module__}.{type(stub).__name__} "
+                              "object whose code is not installed and that is no nn.Module; save its "
+                              "state_dict() instead")
+    out = {}
+    for group in ("_parameters", "_buffers"):
+        for k, v in (state.get(group) or {}).items():
+            if isinstance(v, torch.Tensor):
+                out[prefix + k] = v.detach()
+    for name, child in (state.get("_modules") or {}).items():
+        if child is not None:
+            out.update(stub_state_dict(path, child, f"{prefix}{name}."))
+    return out
+
+
+def is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def _extract_state_dict(path: str, obj: Any) -> dict[str, torch.Tensor]:
+def extract_state_dict(path: str, obj: Any) -> dict[str, torch.Tensor]:
     """The tensor dict inside a loaded checkpoint (itself, or under ``model`` / ``state_dict``)."""
     if isinstance(obj, nn.Module):
         return dict(obj.state_dict())
-    if _is_state_dict(obj):
+    if isinstance(obj, Stub):
+        return stub_state_dict(path, obj)
+    if is_state_dict(obj):
         return dict(obj)
     if isinstance(obj, Mapping):
         for key in STATE_DICT_KEYS:
             inner = obj.get(key)
             if isinstance(inner, nn.Module):
                 return dict(inner.state_dict())
-            if _is_state_dict(inner):
+            if isinstance(inner, Stub):
+                return stub_state_dict(path, inner)
+            if is_state_dict(inner):
                 return dict(inner)
         # torch.save(state_dict) with a few non-tensor entries (e.g. an epoch counter)
         tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
@@ -173,12 +205,12 @@ def _extract_state_dict(path: str, obj: Any) -> dict[str, torch.Tensor]:
 _ROBUST_PREFIX = re.compile(r"^(module\.)?(model|normalizer|attacker)\.")
 
 
-def _looks_robustness(sd: Mapping[str, torch.Tensor]) -> bool:
+def looks_robustness(sd: Mapping[str, torch.Tensor]) -> bool:
     return any(_ROBUST_PREFIX.match(k) for k in sd) and any(
         re.match(r"^(module\.)?model\.", k) for k in sd)
 
 
-def _robustness_weights(path: str, sd: Mapping[str, torch.Tensor]) -> tuple[dict, tuple, tuple]:
+def robustness_weights(path: str, sd: Mapping[str, torch.Tensor]) -> tuple[dict, tuple, tuple]:
     """``module.model.*`` weights (prefix stripped) and the normalizer's mean / std."""
     weights, mean, std = {}, IMAGENET_MEAN, IMAGENET_STD
     for key, value in sd.items():
@@ -194,7 +226,7 @@ def _robustness_weights(path: str, sd: Mapping[str, torch.Tensor]) -> tuple[dict
     return weights, mean, std
 
 
-def _torchvision_weights(path: str, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def torchvision_weights(path: str, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Plain torchvision keys; strips a DataParallel ``module.`` or our own ``net.`` prefix."""
     sd = dict(sd)
     for prefix in ("module.", "net."):
@@ -224,16 +256,16 @@ def read_source_weights(spec: SourceSpec) -> SourceWeights:
                                   "(use format 'project' or 'auto')")
         header, sd, _ = read_checkpoint(path)
         return _project_weights(path, spec, header, sd)
-    sd = _extract_state_dict(path, obj)
-    robust = _looks_robustness(sd)
+    sd = extract_state_dict(path, obj)
+    robust = looks_robustness(sd)
     fmt = spec.fmt if spec.fmt != "auto" else ("robustness" if robust else "torchvision")
     if fmt == "robustness":
-        weights, mean, std = _robustness_weights(path, sd)
+        weights, mean, std = robustness_weights(path, sd)
     else:
         if robust:
             raise CheckpointError(f"{path}: has robustness keys ('module.model.*'), not a torchvision "
                                   "state dict (use format 'robustness' or 'auto')")
-        weights, mean, std = _torchvision_weights(path, sd), IMAGENET_MEAN, IMAGENET_STD
+        weights, mean, std = torchvision_weights(path, sd), IMAGENET_MEAN, IMAGENET_STD
     fc = weights.get("fc.weight")
     if fc is None or fc.ndim != 2:
         raise CheckpointError(f"{path}: no 'fc.weight' in the {fmt} weights: not a ResNet "

@@ -8,15 +8,15 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from fillcls_ros.core import CLASSES, to_float
+from fillcls.core import CLASSES, to_float
 
 
 @dataclass
 class CropSet(Dataset):
     """Container crops already resized to the model's input size, kept as uint8 in memory.
 
-    ``images``: N x 3 x S x S uint8 (made with :func:`fillcls_ros.core.resize_uint8`);
-    ``labels``: N int64 indices into :data:`fillcls_ros.core.CLASSES`;
+    ``images``: N x 3 x S x S uint8 (made with :func:`fillcls.core.resize_uint8`);
+    ``labels``: N int64 indices into :data:`fillcls.core.CLASSES`;
     ``containers``: N container ids (``"C1"`` .. ``"C8"`` for C-CCM-style data);
     ``meta``: optional per-image annotations (filling type, occlusion, view, ...);
     ``classes``: the class names the labels index (C-CCM levels by default; a source dataset has

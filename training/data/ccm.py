@@ -10,12 +10,15 @@ Manifest format (``manifest.csv``, UTF-8, one header line, one row per crop)::
     image,container,filling,level,occlusion,transparency,view
     crops/000000.png,C5,water,50,0,transparent,2
 
-* ``image``: path of the crop (PNG/JPEG, any size; resized with ``resize_uint8`` on load), relative
-  to the manifest's folder (absolute paths are kept);
-* ``container``: ``C1`` .. ``C8`` (any ``C<number>`` is accepted);
+* ``image``: path of the crop (PNG/JPEG, any size), relative to the manifest's folder (absolute
+  paths are kept); on load a non-square crop is zero-padded to a square around its centre
+  (:func:`fillcls.core.crop_image_to_square`, the node's crop rule), never stretched, then resized
+  with ``resize_uint8``;
+* ``container``: ``C1`` .. ``C8`` (:data:`CONTAINER_NAMES`; any other id is an error of
+  :func:`read_manifest`, :func:`counts` and :func:`load_manifest`, listed with the others);
 * ``filling``: ``none``, ``water``, ``pasta`` or ``rice``;
 * ``level``: ``0``, ``50``, ``90`` (percent of the capacity) or ``unknown`` (``empty`` / ``half`` /
-  ``full`` are accepted too);
+  ``full`` are accepted too, and C-CCM's ``opaque``, read as ``unknown``);
 * ``occlusion``: hand occlusion, ``0`` / ``1`` or the occluded fraction of the container in [0, 1];
 * ``transparency``: ``transparent``, ``translucent`` or ``opaque``; as in the paper a crop of a
   non-transparent container is labelled ``unknown`` whatever its level column says;
@@ -32,35 +35,14 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from fillcls_ros.core import CLASSES, resize_uint8
+from fillcls.atomic import atomic_write
+from fillcls.core import CLASSES, crop_image_to_square, resize_uint8
+
+from fillcls.world.containers import (CCM_CLASS_COUNTS, CCM_CONTAINER_COUNTS, CONTAINER_NAMES,  # noqa: F401
+                                       OPAQUE, SPLITS, split_containers)
 
 from .base import CropSet
 
-#: Container id -> name, as in the CCM dataset.
-CONTAINER_NAMES: dict[str, str] = {
-    "C1": "red cup",
-    "C2": "small white cup",
-    "C3": "small transparent cup",
-    "C4": "green glass",
-    "C5": "wine glass",
-    "C6": "champagne flute",
-    "C7": "beer cup",
-    "C8": "cocktail glass",
-}
-#: Opaque containers (their crops are always labelled ``unknown``).
-OPAQUE: frozenset[str] = frozenset({"C1", "C2"})
-#: Test containers of each split of the paper (Fig. 4); the other containers are the train set.
-SPLITS: dict[str, tuple[str, ...]] = {
-    "S1": ("C6", "C7", "C8"),
-    "S2": ("C5", "C6", "C8"),
-    "S3": ("C1", "C4", "C7"),
-}
-#: Number of C-CCM crops per container (Fig. 4 of the paper); they sum to 10,216.
-CCM_CONTAINER_COUNTS: dict[str, int] = {
-    "C1": 1623, "C2": 1639, "C3": 1290, "C4": 1566, "C5": 1550, "C6": 1059, "C7": 787, "C8": 702,
-}
-#: Number of C-CCM crops per class (``unknown`` = the two opaque containers).
-CCM_CLASS_COUNTS: dict[str, int] = {"empty": 989, "half": 3094, "full": 2871, "unknown": 3262}
 #: Columns of a crop manifest, in order.
 MANIFEST_COLUMNS: tuple[str, ...] = ("image", "container", "filling", "level", "occlusion",
                                      "transparency", "view")
@@ -71,7 +53,7 @@ _LEVEL_WORDS: dict[str, str] = {
     "0": "empty", "0%": "empty", "empty": "empty",
     "50": "half", "50%": "half", "half": "half",
     "90": "full", "90%": "full", "full": "full",
-    "unknown": "unknown", "nan": "unknown",
+    "unknown": "unknown", "nan": "unknown", "opaque": "unknown",
 }
 #: Class name -> level column value written by :func:`write_manifest`.
 LEVEL_CODES: dict[str, str] = {"empty": "0", "half": "50", "full": "90", "unknown": "unknown"}
@@ -83,22 +65,23 @@ class ManifestError(ValueError):
 
 
 class MissingImagesError(FileNotFoundError):
-    """Images of a manifest are missing or unreadable; ``.bad`` lists ``(path, reason)`` for all."""
+    """A manifest's data cannot be trained on: images missing, unreadable or corrupt, or container
+    ids outside the known set (:data:`CONTAINER_NAMES`). Found all at once, before any training;
+    ``.bad`` lists ``(path, reason)`` for every problem, the message the first
+    :attr:`SHOWN` and the counts."""
+
+    SHOWN = 10
 
     def __init__(self, manifest: str, bad: Sequence[tuple[str, str]]):
         self.manifest, self.bad = manifest, list(bad)
-        lines = [f"{p} ({why})" for p, why in self.bad]
-        super().__init__(f"{manifest}: {len(self.bad)} image(s) missing or unreadable:\n  "
-                         + "\n  ".join(lines))
-
-
-def split_containers(split: str, containers: Iterable[str] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(train ids, test ids)`` of ``split`` (``S1`` / ``S2`` / ``S3``) among ``containers`` (C1..C8)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    test = SPLITS[split]
-    pool = list(containers) if containers is not None else list(CONTAINER_NAMES)
-    return tuple(c for c in pool if c not in test), tuple(c for c in pool if c in test)
+        n_ids = sum(1 for _, why in self.bad if "container id" in why)
+        parts = [f"{len(self.bad) - n_ids} image(s) missing, unreadable or corrupt"] if len(self.bad) > n_ids else []
+        if n_ids:
+            parts.append(f"{n_ids} row(s) with a container id outside {', '.join(CONTAINER_NAMES)}")
+        lines = [f"{p} ({why})" for p, why in self.bad[:self.SHOWN]]
+        if len(self.bad) > self.SHOWN:
+            lines.append(f"... and {len(self.bad) - self.SHOWN} more")
+        super().__init__(f"{manifest}: {' and '.join(parts)}:\n  " + "\n  ".join(lines))
 
 
 def split_cropset(cropset: CropSet, split: str) -> tuple[CropSet, CropSet]:
@@ -126,10 +109,12 @@ def class_of(level: str, transparency: str = "transparent", opaque_unknown: bool
     return name
 
 
-def read_manifest(path: str, opaque_unknown: bool = True) -> list[dict[str, Any]]:
+def read_manifest(path: str, opaque_unknown: bool = True, known_containers: bool = True) -> list[dict[str, Any]]:
     """Parse and validate a manifest; one dict per row (``image`` resolved, ``label``, ``level`` ...).
 
-    Raises :class:`ManifestError` naming the row number and column of the first bad value.
+    Raises :class:`ManifestError` naming the row number and column of the first bad value and, with
+    ``known_containers``, one :class:`MissingImagesError` listing every row whose container id is
+    not one of :data:`CONTAINER_NAMES` (C1-C8).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -181,37 +166,51 @@ def read_manifest(path: str, opaque_unknown: bool = True) -> list[dict[str, Any]
                 "occlusion": occ, "occluded": occ > 0, "transparency": transparency,
                 "transparent": transparency == "transparent", "view": val["view"],
             })
+    if known_containers:
+        bad = [(r["image"], f"row {r['row']}: unknown container id {r['container']!r}")
+               for r in rows if r["container"] not in CONTAINER_NAMES]
+        if bad:
+            raise MissingImagesError(path, bad)
     return rows
 
 
-def _read_rgb(path: str) -> np.ndarray | None:
+def _read_rgb(path: str) -> tuple[np.ndarray | None, str]:
+    """``(RGB image, "")`` or ``(None, why)``: missing, unreadable, empty or corrupt."""
     import cv2
 
-    data = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
-    if data is None or not data.size:
-        return None
+    if not os.path.isfile(path):
+        return None, "missing"
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        return None, f"unreadable: {exc.strerror or exc}"
+    if not data.size:
+        return None, "empty file"
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if bgr is None:
+        return None, "corrupt (not a decodable PNG/JPEG image)"
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), ""
 
 
 def load_manifest(path: str, size: int, opaque_unknown: bool = True) -> CropSet:
-    """The crops of a manifest as a :class:`CropSet` at ``size`` px (``resize_uint8``).
+    """The crops of a manifest as a :class:`CropSet` at ``size`` px: each crop padded to a square
+    (:func:`fillcls.core.crop_image_to_square`: zero borders, not stretched), then ``resize_uint8``.
 
-    All images are checked before anything is returned: missing or unreadable ones raise one
-    :class:`MissingImagesError` that lists them all. ``meta`` holds the manifest row of each crop.
+    Every row is checked before anything is returned: images missing, unreadable or corrupt and
+    container ids outside :data:`CONTAINER_NAMES` raise one :class:`MissingImagesError` that
+    lists them (the first few and the count). ``meta`` holds the manifest row of each crop.
     """
-    rows = read_manifest(path, opaque_unknown)
+    rows = read_manifest(path, opaque_unknown, known_containers=False)  # ids listed below, with the images
     images = torch.empty((len(rows), 3, size, size), dtype=torch.uint8)
     bad: list[tuple[str, str]] = []
     for i, row in enumerate(rows):
-        if not os.path.isfile(row["image"]):
-            bad.append((row["image"], f"row {row['row']}: missing"))
-            continue
-        rgb = _read_rgb(row["image"])
+        if row["container"] not in CONTAINER_NAMES:
+            bad.append((row["image"], f"row {row['row']}: unknown container id {row['container']!r}"))
+        rgb, why = _read_rgb(row["image"])
         if rgb is None:
-            bad.append((row["image"], f"row {row['row']}: unreadable"))
-            continue
-        images[i] = resize_uint8(rgb, size)
+            bad.append((row["image"], f"row {row['row']}: {why}"))
+        elif not bad:
+            images[i] = resize_uint8(crop_image_to_square(rgb), size)
     if bad:
         raise MissingImagesError(os.fspath(path), bad)
     meta = [{k: v for k, v in r.items() if k not in ("label", "class")} for r in rows]
@@ -220,18 +219,17 @@ def load_manifest(path: str, size: int, opaque_unknown: bool = True) -> CropSet:
 
 
 def write_manifest(path: str, rows: Iterable[Mapping[str, Any]]) -> str:
-    """Write manifest rows (dicts with the :data:`MANIFEST_COLUMNS`; ``level`` may be a class name)."""
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    """Write manifest rows (dicts with the :data:`MANIFEST_COLUMNS`; ``level`` may be a class name)
+    atomically."""
+    def write(f) -> None:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(MANIFEST_COLUMNS)
         for r in rows:
             level = str(r["level"])
             w.writerow([r["image"], r["container"], r["filling"], LEVEL_CODES.get(level, level),
                         f"{float(r['occlusion']):.4g}", r["transparency"], r["view"]])
-    os.replace(tmp, path)
-    return path
+
+    return atomic_write(path, write, newline="", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,17 +2,18 @@
 Tiny-ImageNet, ... used as the source dataset of ``training pretrain``.
 
 Every image is converted to RGB, centre-cropped to a square and resized with the project's one
-resize (:func:`fillcls_ros.core.resize_uint8`). :func:`folder_splits` returns train / held-out
-sets: ``root/train`` + ``root/val`` when both exist (Tiny-ImageNet's ``val/images`` +
-``val_annotations.txt`` layout included), otherwise a per-class random hold-out of ``root``.
+resize (:func:`fillcls.core.resize_uint8`): these are the source data set's natural images
+(ImageNet-style pretraining), not container crops, so they keep the ImageNet centre crop; container
+crops (manifests) follow the node's crop rule instead (:func:`fillcls.core.crop_image_to_square`).
+:func:`folder_splits` returns train / held-out sets: ``root/train`` + ``root/val`` when both exist
+(Tiny-ImageNet's ``val/images`` + ``val_annotations.txt`` layout included), otherwise a per-class
+random hold-out of ``root``.
 Decoded sets are cached under ``cache_dir`` (``folder_<name>_<hash>.pt``, loaded with
-``weights_only=True``).
+``weights_only=True``; :mod:`training.data.cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +23,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fillcls_ros.core import crop_square, resize_uint8
+from fillcls.core import crop_square, resize_uint8
+
+from training.runs import digest
 
 from .base import CropSet
+from .cache import cached
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".gif",
                                      ".tif", ".tiff", ".jpe")
@@ -91,41 +95,31 @@ def _decode_all(paths: Sequence[str], size: int, workers: int) -> torch.Tensor:
     return images
 
 
-def _cache_key(paths: Sequence[str], labels: Sequence[int], classes: Sequence[str], size: int) -> str:
-    h = hashlib.sha1(json.dumps([size, list(classes)]).encode())
+def _file_list_digest(paths: Sequence[str], labels: Sequence[int]) -> str:
+    """A hash of the files (path, label, size, mtime): a changed folder is decoded again."""
+    stats = []
     for p, y in zip(paths, labels):
         st = os.stat(p)
-        h.update(f"{p}\0{y}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:12]
+        stats.append([p, int(y), st.st_size, st.st_mtime_ns])
+    return digest(stats, 16)
 
 
 def load_files(paths: Sequence[str], labels: Sequence[int], classes: Sequence[str], size: int, *,
                cache_dir: str | os.PathLike | None = None, name: str = "folder", workers: int = 0,
                log: Callable[[str], None] | None = None) -> CropSet:
-    """A CropSet of the given image files (``containers`` = class names), cached when asked."""
-    path = None
-    if cache_dir:
-        path = os.path.join(os.fspath(cache_dir), f"folder_{name}_{_cache_key(paths, labels, classes, size)}.pt")
-        if os.path.isfile(path):
-            try:
-                d = torch.load(path, map_location="cpu", weights_only=True)
-                if log:
-                    log(f"{name}: {path} (cached)")
-                return _cropset(d["images"], d["labels"], classes)
-            except Exception:  # a broken cache file is rebuilt
-                pass
-    t0 = time.perf_counter()
-    images = _decode_all(paths, size, workers or min(8, os.cpu_count() or 1))
-    if log:
-        log(f"{name}: {len(paths)} images, {len(classes)} classes at {size} px in "
-            f"{time.perf_counter() - t0:.1f} s")
-    labels_t = torch.as_tensor(list(labels), dtype=torch.int64)
-    if path:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        torch.save({"images": images, "labels": labels_t, "classes": list(classes)}, tmp)
-        os.replace(tmp, path)
-    return _cropset(images, labels_t, classes)
+    """A CropSet of the given image files (``containers`` = class names), cached when asked
+    (``folder_<name>_<hash>.pt``, :mod:`training.data.cache`)."""
+    def build() -> dict[str, CropSet]:
+        t0 = time.perf_counter()
+        images = _decode_all(paths, size, workers or min(8, os.cpu_count() or 1))
+        if log:
+            log(f"{name}: {len(paths)} images, {len(classes)} classes at {size} px in "
+                f"{time.perf_counter() - t0:.1f} s")
+        return {"all": _cropset(images, torch.as_tensor(list(labels), dtype=torch.int64), classes)}
+
+    settings = {"size": size, "classes": list(classes),
+                "files": _file_list_digest(paths, labels) if cache_dir else None}
+    return cached(cache_dir, f"folder_{name}", settings, build, ext=".pt", log=log)["all"]
 
 
 def _cropset(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> CropSet:

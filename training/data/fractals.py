@@ -17,13 +17,12 @@ shape tells the class apart. Rendering is the chaos game, vectorised with numpy 
 and many images at once, rasterised at ``supersample`` x the size and averaged down (antialiasing).
 
 Everything is deterministic per ``seed``: class ``k``'s IFS depends only on (seed, k), the images
-of a split only on (seed, k, split). :func:`fractal_splits` caches the sets as ``.npz`` files.
+of a split only on (seed, k, split). :func:`fractal_splits` caches the sets as ``.npz`` files
+(:mod:`training.data.cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from .base import CropSet
+from .cache import cached
 
 #: Bump when the generator changes (invalidates caches).
 VERSION = 2
@@ -252,36 +252,23 @@ def fractal_splits(n_classes: int, per_class: int, test_per_class: int, size: in
                    cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
                    **kwargs) -> tuple[CropSet, CropSet]:
     """Train and held-out test sets of the same classes (independent images), cached under
-    ``cache_dir`` as ``fractals_<hash>.npz`` when given. ``kwargs`` go to :func:`fractal_set`."""
+    ``cache_dir`` as ``fractals_<hash>.npz`` when given (:mod:`training.data.cache`). ``kwargs``
+    go to :func:`fractal_set`."""
     settings = dict(version=VERSION, n_classes=n_classes, per_class=per_class,
                     test_per_class=test_per_class, size=size, seed=seed,
                     **{k: list(v) if isinstance(v, tuple) else v for k, v in sorted(kwargs.items())})
-    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = os.path.join(os.fspath(cache_dir), f"fractals_{key}.npz") if cache_dir else None
-    names = tuple(class_names(n_classes))
-    if path and os.path.isfile(path):
-        try:
-            with np.load(path) as z:
-                sets = [_cropset(z[f"{s}_images"], z[f"{s}_labels"], names) for s in ("train", "test")]
-            if log:
-                log(f"fractals: {path} (cached)")
-            return sets[0], sets[1]
-        except Exception:  # a broken cache file is regenerated
-            pass
-    t0 = time.perf_counter()
-    train = fractal_set(n_classes, per_class, size, seed=seed, split="train", **kwargs)
-    test = fractal_set(n_classes, test_per_class, size, seed=seed, split="test", **kwargs)
-    if log:
-        log(f"fractals: {n_classes} classes x ({per_class} + {test_per_class}) images at {size} px "
-            f"in {time.perf_counter() - t0:.1f} s")
-    if path:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}.npz"
-        np.savez(tmp, train_images=train.images.numpy(), train_labels=train.labels.numpy(),
-                 test_images=test.images.numpy(), test_labels=test.labels.numpy(),
-                 settings=json.dumps(settings))
-        os.replace(tmp, path)
-    return train, test
+
+    def build() -> dict[str, CropSet]:
+        t0 = time.perf_counter()
+        sets = {"train": fractal_set(n_classes, per_class, size, seed=seed, split="train", **kwargs),
+                "test": fractal_set(n_classes, test_per_class, size, seed=seed, split="test", **kwargs)}
+        if log:
+            log(f"fractals: {n_classes} classes x ({per_class} + {test_per_class}) images at {size} px "
+                f"in {time.perf_counter() - t0:.1f} s")
+        return sets
+
+    sets = cached(cache_dir, "fractals", settings, build, names=("train", "test"), log=log)
+    return sets["train"], sets["test"]
 
 
 def _cropset(images: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> CropSet:

@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""Backends benchmark: torch vs onnxruntime, fp32 / bf16 / int8 (/ fp16 on a GPU), in one run.
+
+For each backend and precision: bare forward (batch 1) of a random ResNet-18 at 224 px and of the
+shipped 64 px model, the limit set by the machine's fp32 matmul peak (1.82 GFLOP / measured
+sgemm GFLOP/s), accuracy on S1's test crops (``make_cropset(4800, 64, seed 0)`` split S1, the
+README's 1 198 crops) and top-1 agreement with torch fp32, time from process start to the first
+answer on a frame and the RSS of that process (a fresh subprocess per configuration).
+
+    .venv/bin/python bench/bench_backends.py [--threads 2] [--repeats 30] [--skip-accuracy]
+
+The node end to end per backend: ``bench/bench_node.py --inference-backend onnxruntime --precision int8``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+RESNET18_GFLOP = 1.82  # multiply-adds x 2 of one 224 px forward
+CONFIGS = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+           ("onnxruntime", "fp16"))
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def sgemm_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of an n x n float32 matmul with torch on ``threads`` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(f) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def median_ms(runner, x, repeats: int) -> float:
+    for _ in range(5):
+        runner(x)
+    return 1e3 * statistics.median(_timed(lambda: runner(x)) for _ in range(repeats))
+
+
+def make_models(tmp: str, threads: int) -> dict:
+    """{name: (pt, onnx)}: a random ResNet-18 at 224 px and the shipped 64 px model, each exported
+    to ONNX with an int8 copy (calibrated on S1 training crops)."""
+    import torch
+
+    from fillcls import core
+    from training.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    rnd = os.path.join(tmp, "random224.pt")
+    core.save_checkpoint(rnd, core.build_model("resnet18").state_dict(),
+                         core.CheckpointHeader(input_size=224, model_id="bench-random"))
+    models = {"random ResNet-18 224 px": rnd, "shipped default 64 px": os.path.join(REPO, "models", "default.pt")}
+    out = {}
+    for name, pt in models.items():
+        onnx_path = os.path.join(tmp, os.path.basename(pt)[:-3] + ".onnx")
+        export_onnx(pt, onnx_path, int8=True, calibration_crops=128)
+        out[name] = (pt, onnx_path)
+    return out
+
+
+def load_runner(pt: str, onnx_path: str, backend: str, precision: str, threads: int):
+    from fillcls import backends
+
+    path = onnx_path if backend == "onnxruntime" else pt
+    runner, header = backends.load_classifier_runner(path, backend, "cuda" if precision == "fp16" else "cpu",
+                                                     precision, threads)
+    return runner, header
+
+
+def s1_test_crops():
+    """(N x 3 x 64 x 64 float32 in [0, 1], labels) of S1's test containers (the README's figure)."""
+    import numpy as np
+
+    from training.data.ccm import split_cropset
+    from training.data.procedural import make_cropset
+
+    _, test = split_cropset(make_cropset(4800, 64, seed=0), "S1")
+    return test.images.numpy().astype(np.float32) / np.float32(255.0), test.labels.numpy()
+
+
+START_CODE = """
+import os, sys, time, json
+t0 = float(sys.argv[1])
+import numpy as np
+from fillcls.inference import EstimatorConfig, FillingEstimator
+est = FillingEstimator(EstimatorConfig(sys.argv[2], inference_backend=sys.argv[3], precision=sys.argv[4],
+                                       segmentation_backend="threshold", cpu_threads=int(sys.argv[5])))
+frame = np.full((480, 640, 3), 128, np.uint8); frame[100:380, 250:390] = (200, 60, 40)
+res = est.predict(frame)
+first = time.time() - t0
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
+print(json.dumps({"first_answer_s": first, "rss_mib": rss, "torch_imported": "torch" in sys.modules,
+                  "found": len(res), "warnings": est.warnings}))
+"""
+
+
+def start_to_first_answer(model: str, backend: str, precision: str, threads: int) -> dict:
+    """Start a fresh Python, build the estimator, answer one frame: seconds since exec, RSS."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", START_CODE, repr(time.time()), model, backend, precision,
+                          str(threads)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--skip-accuracy", action="store_true")
+    args = ap.parse_args(argv)
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from fillcls import backends
+
+    torch.set_num_threads(args.threads)
+    bf16, why = backends.cpu_bf16_support()
+    gflops = sgemm_gflops(args.threads)
+    limit_ms = RESNET18_GFLOP / gflops * 1e3
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical), torch capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, bf16: {bf16} ({why}); onnxruntime {ort.__version__} "
+          f"providers {ort.get_available_providers()}")
+    print(f"fp32 sgemm peak ({args.threads} threads): {gflops:.0f} GFLOP/s -> ResNet-18 224 px limit "
+          f"{limit_ms:.1f} ms (target: forward <= 2.5 x = {2.5 * limit_ms:.1f} ms)")
+    tmp = tempfile.mkdtemp(prefix="bench_backends_")
+    models = make_models(tmp, args.threads)
+    crops, labels = (None, None) if args.skip_accuracy else s1_test_crops()
+    gpu = "CUDAExecutionProvider" in ort.get_available_providers()
+    rows, ref_pred = [], None
+    for backend, precision in CONFIGS:
+        if precision == "fp16" and not gpu:
+            continue
+        row = {"config": f"{backend} {precision}"}
+        for name, (pt, onnx_path) in models.items():
+            try:
+                runner, header = load_runner(pt, onnx_path, backend, precision, args.threads)
+            except Exception as exc:  # report and go on: one configuration must not stop the others
+                row[name] = f"error: {exc}"
+                continue
+            x = np.random.default_rng(0).random((1, 3, header.input_size, header.input_size), dtype=np.float32)
+            row[name] = f"{median_ms(runner, x, args.repeats):.1f} ms" + (
+                f" ({runner.precision}!)" if runner.precision != precision else "")
+            if name.startswith("shipped") and crops is not None:
+                pred = np.concatenate([runner(crops[i:i + 64]).argmax(1) for i in range(0, len(crops), 64)])
+                ref_pred = pred if ref_pred is None else ref_pred
+                row["accuracy"] = f"{100 * (pred == labels).mean():.2f} % of {len(labels)}"
+                row["agree"] = f"{100 * (pred == ref_pred).mean():.2f} %"
+        start = start_to_first_answer(models["shipped default 64 px"][1 if backend == "onnxruntime" else 0],
+                                      backend, precision, args.threads)
+        row["start->answer"] = (f"{start['first_answer_s']:.2f} s, RSS {start['rss_mib']:.0f} MiB, "
+                                f"torch imported: {start['torch_imported']}") if "error" not in start else start["error"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("\n| config | " + " | ".join(k for k in rows[0] if k != "config") + " |")
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row.values()) + " |")
+    print(f"\ntargets: forward (224 px) <= {2.5 * limit_ms:.1f} ms; start -> first answer <= 1.5 s; RSS <= 350 MiB; "
+          "agreement >= 99.5 % (int8 >= 98 %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

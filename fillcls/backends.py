@@ -1,0 +1,389 @@
+"""Inference backends: run a classifier or the learned segmenter with torch or onnxruntime.
+
+A *runner* takes a float32 batch in [0, 1] (B x 3 x H x W, numpy or torch) and returns numpy:
+class probabilities (B x 4) for a classifier, foreground probabilities (B x h x w) for FillSegNet.
+
+* ``torch``: eager PyTorch. On the CPU with ``optimize`` (the old ``cpu_jit``) BatchNorm is folded
+  into the convolutions (``torch.fx`` conv-BN fusion) and the model runs channels-last; no
+  TorchScript. ``bf16``: CPU autocast where the CPU has bf16 units (AMX / AVX512-BF16), else fp32
+  with a warning; ``fp16``: half precision on CUDA.
+* ``onnxruntime``: an ``.onnx`` file written by :func:`training.onnx_export.export_onnx` (the
+  fillcls header in its metadata); CPU execution provider, CUDA / TensorRT providers where
+  installed. ``int8``: a statically quantised (QDQ) model, the file itself or ``<stem>.int8.onnx``
+  beside it (see :func:`quantize_int8`); ``fp16``: TensorRT fp16 or an fp16 copy on CUDA.
+  Importing this module or running this backend never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .spec import CheckpointError, CheckpointHeader, check_classifier_header
+
+INFERENCE_BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "fp16")
+#: ONNX metadata keys written by the exporter.
+META_HEADER = "fillcls_header"
+META_FORMAT = "fillcls_format"
+META_PRECISION = "fillcls_precision"
+ONNX_FORMAT = "fillcls-onnx"
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def model_format(path: str | os.PathLike) -> str:
+    """``"onnx"`` or ``"torch"``: a ``torch.save`` file is a zip archive (``PK``), anything else
+    ending in ``.onnx`` is ONNX; CheckpointError naming a missing file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: model file not found")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"PK":
+        return "torch"
+    return "onnx" if path.lower().endswith(".onnx") else "torch"
+
+
+def ort_available() -> bool:
+    """Whether onnxruntime can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def resolve_backend(name: str, model_path: str | os.PathLike) -> str:
+    """``torch`` or ``onnxruntime`` for backend ``name`` and the model file (ValueError for an
+    unknown name). ``auto`` follows the file: ``.onnx`` -> onnxruntime, a ``.pt`` -> torch."""
+    if name not in INFERENCE_BACKENDS:
+        raise ValueError(f"inference_backend must be one of {', '.join(INFERENCE_BACKENDS)}, got {name!r}")
+    if name != "auto":
+        return name
+    return "onnxruntime" if model_format(model_path) == "onnx" else "torch"
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if known, else ValueError naming the choices."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def cpu_bf16_support() -> tuple[bool, str]:
+    """(whether the CPU computes bf16 natively, what was found): AMX-BF16 / AVX512-BF16 flags of
+    /proc/cpuinfo, else torch's reported CPU capability (``AVX512_BF16`` / ``AMX``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    found = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    if found:
+        return True, "+".join(found)
+    try:
+        import torch
+
+        cap = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # pragma: no cover - torch missing or too old
+        cap = "unknown"
+    return ("AMX" in cap or "BF16" in cap), f"no amx_bf16/avx512_bf16 flag, torch capability {cap}"
+
+
+def parse_device(name: str) -> tuple[str, int]:
+    """``cpu`` / ``cuda`` / ``cuda:N`` -> (kind, index); ValueError for another string (no torch)."""
+    if not _DEVICE_RE.match(name):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    kind = name.split(":")[0]
+    return kind, int(name.split(":")[1]) if ":" in name else 0
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32."""
+    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+# --------------------------------------------------------------------------------------------
+# torch
+# --------------------------------------------------------------------------------------------
+
+
+def optimize_for_cpu(model):
+    """``model`` (eval) with BatchNorm folded into the convolutions (``torch.fx`` fusion) and in
+    channels-last memory format: same outputs up to float rounding, faster with oneDNN. Returns
+    ``model`` itself if it cannot be traced."""
+    import torch
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        fused = fuse(model.eval())
+    except Exception:  # pragma: no cover - untraceable architectures
+        fused = model.eval()
+    return fused.to(memory_format=torch.channels_last)
+
+
+class TorchRunner:
+    """A torch module as a runner (see the module doc): ``precision`` fp32, bf16 (CPU autocast
+    where supported) or fp16 (CUDA); ``optimize``: :func:`optimize_for_cpu` on the CPU. ``warnings``
+    lists the fallbacks taken; ``post`` maps the float32 output tensor to probabilities."""
+
+    def __init__(self, model, device, precision: str = "fp32", optimize: bool = True,
+                 post: Callable | None = None):
+        import torch
+
+        self.warnings: list[str] = []
+        self.device = torch.device(device)
+        self.precision = check_precision(precision)
+        self.autocast = False
+        if precision == "int8":
+            raise ValueError("precision 'int8' needs inference_backend 'onnxruntime' (a quantised .onnx model)")
+        if precision == "fp16" and self.device.type != "cuda":
+            self.warnings.append("fp16 needs a CUDA device: running in fp32")
+            self.precision = "fp32"
+        if precision == "bf16":
+            ok, why = cpu_bf16_support() if self.device.type == "cpu" else (True, "")
+            if not ok:
+                self.warnings.append(f"bf16 is not supported by this CPU ({why}): running in fp32")
+                self.precision = "fp32"
+            self.autocast = ok
+        model = model.eval().to(self.device)
+        if self.precision == "fp16":
+            model = model.half()
+        self.channels_last = self.device.type == "cpu" and (optimize or self.autocast)
+        if self.channels_last:
+            model = optimize_for_cpu(model) if optimize else model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.post = post or (lambda y: torch.softmax(y, dim=1))
+
+    def forward(self, batch):
+        """Float32 torch output (on the CPU) of a batch (numpy or torch)."""
+        import torch
+
+        x = torch.as_tensor(batch).to(self.device, non_blocking=True)
+        if self.precision == "fp16":
+            x = x.half()
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                     enabled=self.autocast and self.precision == "bf16"):
+            return self.post(self.model(x).float()).cpu()
+
+    def __call__(self, batch) -> np.ndarray:
+        return self.forward(batch).numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# onnxruntime
+# --------------------------------------------------------------------------------------------
+
+
+def read_onnx_header(path: str | os.PathLike) -> tuple[CheckpointHeader, str]:
+    """(fillcls header, precision) from an ONNX file's metadata, without loading the weights;
+    CheckpointError naming the file if it is missing, not ONNX or has no fillcls header."""
+    import onnxruntime as ort
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: model file not found")
+    try:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        meta = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).get_modelmeta()
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    return _header_from_meta(path, meta.custom_metadata_map)
+
+
+def read_model_header(path: str | os.PathLike) -> CheckpointHeader:
+    """The fillcls header of a model file, ONNX (metadata, no weights loaded) or a .pt checkpoint."""
+    if model_format(path) == "onnx":
+        return read_onnx_header(path)[0]
+    from .core import read_checkpoint
+
+    return read_checkpoint(path)[0]
+
+
+def _header_from_meta(path, props: dict) -> tuple[CheckpointHeader, str]:
+    if props.get(META_FORMAT) != ONNX_FORMAT or META_HEADER not in props:
+        raise CheckpointError(f"{path}: an ONNX model without a fillcls header (export it with "
+                              "python -m training export --format onnx)")
+    try:
+        header = CheckpointHeader.from_dict(json.loads(props[META_HEADER]))
+    except Exception as exc:
+        raise CheckpointError(f"{path}: bad fillcls header in the ONNX metadata ({exc})") from exc
+    return header, props.get(META_PRECISION, "fp32")
+
+
+def int8_sibling(path: str) -> str:
+    """``models/x.onnx`` -> ``models/x.int8.onnx`` (where the exporter writes the int8 copy)."""
+    stem = path[:-5] if path.lower().endswith(".onnx") else path
+    return stem + ".int8.onnx"
+
+
+def _providers(device: str, fp16: bool, warnings: list[str]) -> list:
+    import onnxruntime as ort
+
+    kind, index = parse_device(device)
+    available = ort.get_available_providers()
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        warnings.append(f"device {device!r} requested but onnxruntime has no CUDA provider "
+                        f"({', '.join(available)}): using the CPU")
+        return ["CPUExecutionProvider"]
+    providers: list[Any] = []
+    if "TensorrtExecutionProvider" in available:
+        providers.append(("TensorrtExecutionProvider", {"device_id": index, "trt_fp16_enable": fp16}))
+    providers += [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    return providers
+
+
+class OrtRunner:
+    """An ONNX model as a runner (see the module doc); ``post`` maps the output to probabilities.
+
+    CheckpointError naming the file if it is missing, a torch checkpoint, not ONNX, or lacks the
+    fillcls header; ``warnings`` lists the fallbacks taken (no GPU provider, bf16 / fp16 on CPU)."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", precision: str = "fp32",
+                 threads: int = 0, post: Callable[[np.ndarray], np.ndarray] | None = None):
+        import onnxruntime as ort
+
+        self.path = path = os.fspath(path)
+        self.warnings: list[str] = []
+        self.precision = check_precision(precision)
+        if model_format(path) == "torch":
+            raise CheckpointError(f"{path}: a PyTorch checkpoint; inference_backend 'onnxruntime' needs an "
+                                  ".onnx model (python -m training export --format onnx)")
+        self.header, file_precision = read_onnx_header(path)
+        if precision == "int8" and file_precision != "int8":
+            q = int8_sibling(path)
+            if not os.path.isfile(q):
+                raise CheckpointError(f"{path}: precision 'int8' needs a quantised model; {q} not found "
+                                      "(python -m training export --format onnx --int8)")
+            self.path = path = q
+            self.header, file_precision = read_onnx_header(q)
+        providers = _providers(device, precision == "fp16", self.warnings)
+        on_gpu = providers[0] != "CPUExecutionProvider"
+        if precision in ("bf16", "fp16") and not on_gpu:
+            self.warnings.append(f"{precision} with onnxruntime needs a CUDA device: running in fp32")
+            self.precision = "fp32"
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = max(0, int(threads))
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        model: Any = path
+        if self.precision == "fp16" and on_gpu and "TensorrtExecutionProvider" not in str(providers[0]):
+            model = _fp16_copy(path)
+        try:
+            self.session = ort.InferenceSession(model, so, providers=providers)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
+        self.providers = self.session.get_providers()
+        self.input_name = self.session.get_inputs()[0].name
+        self.post = post or softmax
+
+    def __call__(self, batch) -> np.ndarray:
+        x = np.ascontiguousarray(np.asarray(batch, dtype=np.float32))
+        return self.post(self.session.run(None, {self.input_name: x})[0])
+
+
+def _fp16_copy(path: str) -> bytes:
+    """The model with fp16 weights and fp32 inputs / outputs (CUDA provider without TensorRT)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(onnx.load(path), keep_io_types=True).SerializeToString()
+
+
+def load_classifier_runner(path: str, backend: str = "auto", device: str = "cpu", precision: str = "fp32",
+                           threads: int = 0, optimize: bool = True):
+    """A classifier runner for the model file ``path`` (``.pt`` or ``.onnx``): ``(runner, header)``.
+
+    CheckpointError naming the file (missing, corrupt, not a classifier of CLASSES, wrong format for
+    the backend); ValueError for an unknown backend / precision / device."""
+    check_precision(precision)
+    backend = resolve_backend(backend, path)
+    if backend == "onnxruntime":
+        runner = OrtRunner(path, device, precision, threads)
+        check_classifier_header(path, runner.header)
+        return runner, runner.header
+    if model_format(path) == "onnx":
+        raise CheckpointError(f"{path}: an ONNX model; inference_backend 'torch' needs a .pt checkpoint "
+                              "(or use inference_backend 'onnxruntime' / 'auto')")
+    from .core import load_classifier
+
+    model, header = load_classifier(path, "cpu")
+    return TorchRunner(model, device, precision, optimize), header
+
+
+def quantize_int8(fp32_path: str, out_path: str, calibration: np.ndarray, per_channel: bool = True) -> str:
+    """Static QDQ int8 copy of the fp32 ONNX model ``fp32_path`` at ``out_path`` (atomic write),
+    calibrated on ``calibration`` (N x 3 x S x S float32 in [0, 1], e.g. training crops); the fillcls
+    metadata is kept, with precision ``int8``. Returns ``out_path``."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .atomic import atomic_path
+
+    header, _ = read_onnx_header(fp32_path)
+    name = onnx.load(fp32_path, load_external_data=False).graph.input[0].name
+    batches = [calibration[i:i + 16].astype(np.float32) for i in range(0, len(calibration), 16)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(batches)
+
+        def get_next(self):
+            b = next(self.it, None)
+            return None if b is None else {name: b}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = os.path.join(tmp, "pre.onnx")
+        quant_pre_process(fp32_path, pre, skip_symbolic_shape=True)
+        with atomic_path(out_path, suffix=".onnx") as dst:
+            quantize_static(pre, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            # percentile calibration: 95.8 % top-1 agreement with fp32 on S1's test
+                            # crops against 92.7 % for min-max (bench/bench_backends.py's set)
+                            calibrate_method=CalibrationMethod.Percentile,
+                            extra_options={"CalibPercentile": 99.99})
+            model = onnx.load(dst)
+            set_metadata(model, header, "int8")
+            onnx.save(model, dst)
+    return out_path
+
+
+def set_metadata(model, header: CheckpointHeader, precision: str = "fp32") -> None:
+    """Write the fillcls header and precision into an ``onnx.ModelProto``'s metadata_props."""
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({META_FORMAT: ONNX_FORMAT, META_HEADER: json.dumps(header.to_dict()), META_PRECISION: precision})
+    del model.metadata_props[:]
+    for k, v in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def describe_runner(runner) -> str:
+    """``torch fp32 (CPU)`` / ``onnxruntime int8 (CPUExecutionProvider)``, for logs."""
+    if isinstance(runner, OrtRunner):
+        return f"onnxruntime {runner.precision} ({runner.providers[0]})"
+    return f"torch {runner.precision} ({runner.device})"
+
+
+def check_options(backend: str, precision: str, devices: Sequence[str] = ()) -> None:
+    """ValueError for an unknown backend, precision or device string."""
+    if backend not in INFERENCE_BACKENDS:
+        raise ValueError(f"inference_backend must be one of {', '.join(INFERENCE_BACKENDS)}, got {backend!r}")
+    check_precision(precision)
+    for d in devices:
+        parse_device(d)

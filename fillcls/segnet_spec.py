@@ -1,0 +1,28 @@
+"""Torch-free definitions of FillSegNet shared by :mod:`fillcls.segnet` and
+:mod:`fillcls.segnet_torch`: architecture name, input size, frame preprocessing, header check."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .spec import CheckpointError, CheckpointHeader
+
+SEGNET_ARCH = "fillsegnet"
+DEFAULT_INPUT_HW = (120, 160)
+
+
+def frame_to_array(rgb: np.ndarray, input_hw=DEFAULT_INPUT_HW) -> np.ndarray:
+    """An H x W x 3 uint8 frame as a 3 x h x w float32 array in [0, 1] at the network's size."""
+    h, w = input_hw
+    small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    out = small.transpose(2, 0, 1).astype(np.float32)
+    out /= np.float32(255.0)
+    return out
+
+
+def check_segmenter_header(path, header: CheckpointHeader) -> tuple[int, int]:
+    """The network input (h, w) of a FillSegNet header; CheckpointError naming ``path`` otherwise."""
+    if header.kind != "segmenter" or header.arch != SEGNET_ARCH:
+        raise CheckpointError(f"{path}: holds a {header.kind!r} {header.arch!r} model, not a {SEGNET_ARCH} segmenter")
+    return tuple(int(v) for v in (header.training or {}).get("input_hw", DEFAULT_INPUT_HW))

@@ -1,0 +1,157 @@
+"""Inference backends: onnxruntime vs torch agreement, ONNX metadata, torch-free import, int8."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fillcls import backends, core, spec
+from fillcls.inference import EstimatorConfig, FillingEstimator
+from training.onnx_export import export_onnx
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def onnx_pair(tiny_model, tmp_path_factory):
+    """(tiny .pt, its fp32 .onnx export) at 32 px."""
+    out = str(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+    export_onnx(tiny_model, out)
+    return tiny_model, out
+
+
+def test_metadata_round_trip(onnx_pair):
+    pt, onnx_path = onnx_pair
+    header, precision = backends.read_onnx_header(onnx_path)
+    assert header == core.read_checkpoint(pt)[0] and precision == "fp32"
+    assert backends.model_format(onnx_path) == "onnx" and backends.model_format(pt) == "torch"
+    assert backends.resolve_backend("auto", onnx_path) == "onnxruntime"
+    assert backends.resolve_backend("auto", pt) == "torch"
+
+
+def test_ort_matches_torch_on_random_crops(onnx_pair):
+    pt, onnx_path = onnx_pair
+    ort_runner, header = backends.load_classifier_runner(onnx_path, "onnxruntime")
+    torch_runner, _ = backends.load_classifier_runner(pt, "torch", optimize=False)
+    fused, _ = backends.load_classifier_runner(pt, "torch", optimize=True)
+    x = np.random.default_rng(0).random((16, 3, 32, 32), dtype=np.float32)
+    ref = torch_runner(x)
+    for probs in (ort_runner(x), fused(x)):
+        assert np.array_equal(probs.argmax(1), ref.argmax(1))
+        np.testing.assert_allclose(probs, ref, atol=1e-4)
+
+
+def test_numpy_crops_match_torch_crops(two_containers):
+    rng = np.random.default_rng(1)
+    for side, size in ((90, 32), (300, 64), (48, 224)):
+        crop = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        ref = core.resize_uint8(crop, size).permute(1, 2, 0).numpy().astype(int)
+        got = spec.resize_uint8_np(crop, size).astype(int)
+        diff = np.abs(got - ref)
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.1, (side, size, diff.max(), (diff > 0).mean())
+    frame, boxes = two_containers
+    a = core.crop_and_preprocess(frame, boxes, 32).numpy()
+    b = spec.crop_and_preprocess_np(frame, boxes, 32)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 2 / 255 + 1e-6
+
+
+def test_estimators_agree_on_frames(onnx_pair, two_containers):
+    pt, onnx_path = onnx_pair
+    frame, _ = two_containers
+    kw = dict(segmentation_backend="threshold", segmentation_score_threshold=0.0)
+    t = FillingEstimator(EstimatorConfig(pt, inference_backend="torch", **kw))
+    o = FillingEstimator(EstimatorConfig(onnx_path, inference_backend="auto", **kw))
+    assert t.backend == "torch" and o.backend == "onnxruntime" and o.model_id == t.model_id == "test-model"
+    rt, ro = t.predict(frame), o.predict(frame)
+    assert [r.box for r in rt] == [r.box for r in ro] and [r.level for r in rt] == [r.level for r in ro]
+    np.testing.assert_allclose([r.probabilities for r in ro], [r.probabilities for r in rt], atol=2e-3)
+
+
+def test_shipped_models_agree_on_procedural_frames():
+    from fillcls.world import SPLITS, render_frame
+
+    models = os.path.join(REPO, "models")
+    if not all(os.path.isfile(os.path.join(models, f)) for f in ("default.onnx", "segmenter.onnx")):
+        pytest.skip("models/*.onnx not exported")
+    ests = [FillingEstimator(EstimatorConfig(os.path.join(models, f"default.{ext}"), inference_backend=b,
+                                             segmentation_model=os.path.join(models, f"segmenter.{ext}")))
+            for ext, b in (("pt", "torch"), ("onnx", "onnxruntime"))]
+    for seed in range(3):
+        frame, _ = render_frame(seed, containers=SPLITS["S1"], n_containers=2)
+        rt, ro = (e.predict(frame) for e in ests)
+        assert [r.box for r in rt] == [r.box for r in ro] and len(rt) > 0
+        assert [r.level for r in rt] == [r.level for r in ro]
+        np.testing.assert_allclose([r.probabilities for r in ro], [r.probabilities for r in rt], atol=0.02)
+        assert all(abs(a.segmentation_score - b.segmentation_score) < 1e-3 for a, b in zip(rt, ro))
+
+
+def test_onnxruntime_estimator_imports_no_torch(onnx_pair):
+    _, onnx_path = onnx_pair
+    code = f"""
+import sys, numpy as np
+from fillcls.inference import EstimatorConfig, FillingEstimator
+est = FillingEstimator(EstimatorConfig({onnx_path!r}, inference_backend="onnxruntime",
+                                       segmentation_backend="threshold", segmentation_score_threshold=0.0))
+frame = np.full((120, 160, 3), 128, np.uint8); frame[20:100, 20:60] = (200, 40, 40)
+assert len(est.predict(frame)) == 1
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_int8_runs_and_mostly_agrees(onnx_pair, tmp_path):
+    pt, onnx_path = onnx_pair
+    rng = np.random.default_rng(2)
+    calib = rng.random((32, 3, 32, 32), dtype=np.float32)
+    q = backends.quantize_int8(onnx_path, str(tmp_path / "tiny.int8.onnx"), calib)
+    assert backends.read_onnx_header(q)[1] == "int8"
+    runner = backends.OrtRunner(q, precision="int8")
+    x = rng.random((64, 3, 32, 32), dtype=np.float32)
+    ref = backends.OrtRunner(onnx_path)(x)
+    got = runner(x)
+    assert got.shape == ref.shape and np.allclose(got.sum(1), 1, atol=1e-4)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.75  # random weights: a loose bound
+    with pytest.raises(spec.CheckpointError, match="tiny.int8.onnx not found"):
+        backends.OrtRunner(onnx_path, precision="int8")
+
+
+def test_bad_onnx_files_name_the_file(tmp_path, onnx_pair):
+    pt, onnx_path = onnx_pair
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    with pytest.raises(spec.CheckpointError, match="broken.onnx"):
+        FillingEstimator(EstimatorConfig(str(bad), inference_backend="onnxruntime"))
+    with pytest.raises(spec.CheckpointError, match="tiny.pt: a PyTorch checkpoint"):
+        backends.load_classifier_runner(pt, "onnxruntime")
+    with pytest.raises(spec.CheckpointError, match="an ONNX model"):
+        backends.load_classifier_runner(onnx_path, "torch")
+    with pytest.raises(spec.CheckpointError, match="missing.onnx"):
+        backends.load_classifier_runner(str(tmp_path / "missing.onnx"), "auto")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        backends.load_classifier_runner(onnx_path, "onnxruntime", precision="int4")
+    with pytest.raises(ValueError, match="needs inference_backend 'onnxruntime'"):
+        backends.load_classifier_runner(pt, "torch", precision="int8")
+    plain = tmp_path / "plain.onnx"
+    import onnx
+
+    model = onnx.load(onnx_path)
+    del model.metadata_props[:]
+    onnx.save(model, str(plain))
+    with pytest.raises(spec.CheckpointError, match="plain.onnx: an ONNX model without a fillcls header"):
+        backends.OrtRunner(str(plain))
+
+
+def test_bf16_falls_back_with_a_warning_or_runs(tiny_model):
+    runner, _ = backends.load_classifier_runner(tiny_model, "torch", precision="bf16")
+    ok, _ = backends.cpu_bf16_support()
+    assert runner.precision == ("bf16" if ok else "fp32")
+    assert ok or any("bf16" in w for w in runner.warnings)
+    probs = runner(np.random.default_rng(3).random((2, 3, 32, 32), dtype=np.float32))
+    assert probs.shape == (2, 4) and np.allclose(probs.sum(1), 1, atol=1e-2)
+    json.dumps(runner.warnings)
