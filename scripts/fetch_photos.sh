@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# fetch_photos.sh [OUT_DIR]: real photographs for backgrounds, distractors and negative frames
+# (issue 16), from Debian packages, into OUT_DIR (default data/photos, git-ignored).
+#
+# * `apt-get download` the packages below (no root install; `apt-get update` first when the
+#   package lists are empty), `dpkg-deb` extracts only their images and copyright files;
+# * keeps photographs only: a hand-picked list of photographic desktop backgrounds (no drawings,
+#   no cups, glasses, bottles or bowls in them) and the photographic Tux Paint stamps (RGBA
+#   cut-outs; drawings are left out by a flat-colour test, container-like objects by their
+#   English description);
+# * writes backgrounds/*.jpg (longest side <= 1280 px), cutouts/*.png (RGBA, cropped to the
+#   alpha, longest side <= 320 px) and index.json (file, package, version, source, licence,
+#   copyright, kind: cutout | background, split: train | val by a fixed hash of the file name,
+#   ~20 % val). Licences come from each package's /usr/share/doc/<package>/copyright (machine-
+#   readable stanzas; Plasma wallpapers: their metadata.json). docs/data.md lists the sources.
+# Idempotent: does nothing when OUT_DIR/index.json exists (FORCE=1 rebuilds). Needs ~300 MB of
+# downloads and ~1 GB of temporary disk (removed afterwards); the result is ~60 MB.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${1:-$ROOT/data/photos}"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY=python3
+PACKAGES=(tuxpaint-stamps-default mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
+          plasma-workspace-wallpapers)
+
+if [ -f "$OUT/index.json" ] && [ "${FORCE:-0}" != 1 ]; then
+    echo "fetch_photos: $OUT/index.json exists (FORCE=1 rebuilds)"
+    exit 0
+fi
+command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || {
+    echo "fetch_photos: needs apt-get and dpkg-deb (a Debian/Ubuntu system)" >&2; exit 1; }
+
+# Package lists: `apt-get update` only when a package has no download candidate.
+candidates() { local p policy; for p in "${PACKAGES[@]}"; do
+    policy="$(apt-cache policy "$p" 2>/dev/null)"; [[ "$policy" == *"Candidate: "[^\(]* ]] || return 1; done; }
+if ! candidates; then
+    echo "fetch_photos: package lists incomplete, running apt-get update"
+    apt-get update -qq || { echo "fetch_photos: apt-get update failed (run it as root once)" >&2; exit 1; }
+    candidates || { echo "fetch_photos: not in this system's Debian archive: ${PACKAGES[*]}" >&2; exit 1; }
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/fetch_photos.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/debs" "$WORK/raw"
+(cd "$WORK/debs" && apt-get download "${PACKAGES[@]}")
+for deb in "$WORK"/debs/*.deb; do
+    pkg="$(dpkg-deb -f "$deb" Package)"
+    ver="$(dpkg-deb -f "$deb" Version)"
+    mkdir -p "$WORK/raw/$pkg"
+    echo "$ver" > "$WORK/raw/$pkg/VERSION"
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$WORK/raw/$pkg" --wildcards --no-anchored \
+        '*.png' '*.jpg' '*.txt' '*/copyright' '*/metadata.json' 2>/dev/null || true
+    rm -f "$deb"
+done
+
+"$PY" - "$WORK/raw" "$OUT" <<'PYEOF'
+import fnmatch, glob, hashlib, json, os, re, sys
+import cv2
+import numpy as np
+
+RAW, OUT = sys.argv[1], sys.argv[2]
+# Photographic backgrounds without containers (drawings, cups, bottles, bowls, jars left out).
+BACKGROUNDS = {
+    "mate-backgrounds": ["*/nature/%s.jpg" % n for n in (
+        "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops",
+        "Storm", "TwoWings", "Wood", "YellowFlower")],
+    "lomiri-wallpapers-16.04": ["*/%s_by_*.jpg" % n for n in (
+        "Bridge", "Dragonfly", "aitzgorri", "free", "friends", "greentock", "life", "picosdeeuropa",
+        "seeding", "sunset")],
+    "lomiri-wallpapers-20.04": ["*/Kleiber_by_*.jpg", "*/Infinite-Sea_by_*.jpg"],
+    "plasma-workspace-wallpapers": ["*/wallpapers/%s/contents/images/*" % n for n in (
+        "BytheWater", "ColdRipple", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "Kite",
+        "OneStandsOut", "Path", "Volna", "summer_1am")],
+}
+CUTOUT_PACKAGE = "tuxpaint-stamps-default"
+# Stamps whose English description names a container-like object are never negatives.
+CONTAINER_WORDS = re.compile(r"\b(cups?|mugs?|glass(es)?|bottles?|jars?|jugs?|pitchers?|teapots?|kettles?|"
+                             r"vases?|bowls?|buckets?|pots?|cans?|beakers?|goblets?|wine|beer|tumblers?|"
+                             r"chalices?|cauldrons?|urns?|barrels?|bins?)\b", re.I)
+VAL_PERCENT = 20
+
+
+def split_of(name):
+    return "val" if int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) % 100 < VAL_PERCENT else "train"
+
+
+def dep5(pkg):
+    """[(patterns, copyright, licence)] of the package's machine-readable copyright file."""
+    path = glob.glob(os.path.join(RAW, pkg, "usr/share/doc/*/copyright"))
+    stanzas, text = [], open(path[0], encoding="utf-8", errors="replace").read() if path else ""
+    for block in re.split(r"\n\s*\n", text):
+        fields, key = {}, None
+        for line in block.splitlines():
+            m = re.match(r"^([A-Za-z-]+):\s*(.*)$", line)
+            if m:
+                key = m.group(1).lower()
+                fields[key] = m.group(2).strip()
+            elif key and line.startswith((" ", "\t")):
+                fields[key] += " " + line.strip()
+        if "files" in fields:
+            stanzas.append((fields["files"].split(), fields.get("copyright", ""),
+                            fields.get("license", "").split(" ")[0] if fields.get("license") else ""))
+    return stanzas
+
+
+def licence_of(pkg, src):
+    """(licence, copyright) of ``src`` (path inside the package): last matching stanza wins."""
+    found = ("see /usr/share/doc/%s/copyright" % pkg, "")
+    for patterns, holder, lic in dep5(pkg):
+        if lic and any(p == "*" or fnmatch.fnmatch(src, "*" + p.lstrip("*"))
+                       or ("*" not in p and os.path.basename(p) == os.path.basename(src)) for p in patterns):
+            found = (lic, holder)
+    meta = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.join(RAW, pkg, src)))),
+                        "metadata.json")  # wallpapers/<name>/contents/images/<file>
+    if pkg == "plasma-workspace-wallpapers" and os.path.exists(meta):
+        plugin = json.load(open(meta)).get("KPlugin", {})
+        authors = ", ".join(a.get("Name", "") for a in plugin.get("Authors", []))
+        found = (plugin.get("License", found[0]), authors or found[1])
+    return found
+
+
+def entry(pkg, src, kind, file, img):
+    version = open(os.path.join(RAW, pkg, "VERSION")).read().strip()
+    lic, holder = licence_of(pkg, src)
+    return {"file": file, "kind": kind, "split": split_of(os.path.basename(file)), "package": pkg,
+            "version": version, "source": "/" + src, "licence": lic, "copyright": holder,
+            "width": int(img.shape[1]), "height": int(img.shape[0])}
+
+
+def fit(img, longest):
+    s = longest / max(img.shape[:2])
+    return cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA) \
+        if s < 1 else img
+
+
+def backgrounds(index):
+    os.makedirs(os.path.join(OUT, "backgrounds"), exist_ok=True)
+    for pkg, patterns in BACKGROUNDS.items():
+        root = os.path.join(RAW, pkg)
+        files = sorted(os.path.relpath(p, root) for p in glob.glob(root + "/**/*.*", recursive=True))
+        for pattern in patterns:
+            hits = [f for f in files if fnmatch.fnmatch(f, pattern) and f.endswith((".jpg", ".png"))]
+            if not hits:
+                sys.exit("fetch_photos: %s has no file %s" % (pkg, pattern))
+            src = max(hits, key=lambda f: os.path.getsize(os.path.join(root, f)))  # largest version
+            img = fit(cv2.imread(os.path.join(root, src), cv2.IMREAD_COLOR), 1280)
+            stem = re.sub(r"[^A-Za-z0-9_-]+", "_", src.split("/wallpapers/")[-1].split("/contents")[0]
+                          if "/wallpapers/" in src else os.path.splitext(os.path.basename(src))[0])
+            file = "backgrounds/%s__%s.jpg" % (pkg, stem)
+            cv2.imwrite(os.path.join(OUT, file), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            index.append(entry(pkg, src, "background", file, img))
+
+
+def photographic(rgba):
+    """True for a photograph, False for a drawing: drawings are mostly flat colour."""
+    alpha = rgba[..., 3] > 128
+    inner = cv2.erode(alpha.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    if inner.sum() < 400:
+        return False
+    lap = np.abs(cv2.Laplacian(cv2.cvtColor(rgba[..., :3], cv2.COLOR_BGR2GRAY), cv2.CV_32F))
+    return float((lap[inner] < 1).mean()) < 0.15
+
+
+def cutouts(index):
+    os.makedirs(os.path.join(OUT, "cutouts"), exist_ok=True)
+    root = os.path.join(RAW, CUTOUT_PACKAGE)
+    skipped = {"drawing": 0, "container": 0, "no alpha": 0}
+    for path in sorted(glob.glob(root + "/usr/share/tuxpaint/stamps/**/*.png", recursive=True)):
+        src = os.path.relpath(path, root)
+        if "/cartoon/" in src or "/symbols/" in src or src.endswith("_mirror.png"):
+            skipped["drawing"] += 1
+            continue
+        txt = os.path.splitext(path)[0] + ".txt"
+        desc = open(txt, encoding="utf-8", errors="replace").readline() if os.path.exists(txt) else ""
+        if CONTAINER_WORDS.search(desc + " " + os.path.basename(src).replace("_", " ")):
+            skipped["container"] += 1
+            continue
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if img is None or img.ndim != 3 or img.shape[2] != 4:
+            skipped["no alpha"] += 1
+            continue
+        if not photographic(img):
+            skipped["drawing"] += 1
+            continue
+        ys, xs = np.nonzero(img[..., 3] > 8)
+        img = fit(img[ys.min():ys.max() + 1, xs.min():xs.max() + 1], 320)
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", os.path.relpath(path, root + "/usr/share/tuxpaint/stamps")[:-4])
+        file = "cutouts/%s.png" % stem
+        cv2.imwrite(os.path.join(OUT, file), img)
+        e = entry(CUTOUT_PACKAGE, src, "cutout", file, img)
+        e["description"] = desc.strip()
+        index.append(e)
+    print("fetch_photos: cut-outs left out:", skipped)
+
+
+index = []
+backgrounds(index)
+cutouts(index)
+tmp = os.path.join(OUT, ".index.json.tmp")
+with open(tmp, "w") as f:
+    json.dump({"version": 1, "val_percent": VAL_PERCENT, "photos": index}, f, indent=1)
+os.replace(tmp, os.path.join(OUT, "index.json"))
+for kind in ("background", "cutout"):
+    n = {s: sum(e["kind"] == kind and e["split"] == s for e in index) for s in ("train", "val")}
+    print("fetch_photos: %s: %d train, %d val" % (kind, n["train"], n["val"]))
+PYEOF
+echo "fetch_photos: wrote $OUT/index.json"

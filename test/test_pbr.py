@@ -1,0 +1,79 @@
+"""fillcls.world.pbr: the Mitsuba 3 renderer on tiny renders (48 px, 4 samples per pixel)."""
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mitsuba")
+
+from fillcls.core import CLASSES  # noqa: E402
+from fillcls.world import pbr  # noqa: E402
+from fillcls.world.pbr_mesh import body_profile, content_profile, dims, fill_level_y, lathe  # noqa: E402
+from fillcls.world.render import CONTAINERS  # noqa: E402
+
+
+def _volume(geometry):
+    """Signed volume of a closed triangle mesh (divergence theorem): > 0 if normals point out."""
+    v, f, _ = geometry
+    a, b, c = (v[f[:, k]].astype(np.float64) for k in range(3))
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
+
+
+@pytest.mark.parametrize("cid", ["C4", "C5", "C8"])
+def test_meshes_closed_outward_and_fill_by_volume(cid):
+    spec = CONTAINERS[cid]
+    assert _volume(lathe(body_profile(spec)[0])) > 0  # the glass solid, normals out
+    d = dims(spec)
+    full = _volume(lathe(content_profile(spec, d.height - 1e-6)))
+    for fraction in (0.5, 0.9):
+        part = _volume(lathe(content_profile(spec, fill_level_y(spec, fraction))))
+        assert part / full == pytest.approx(fraction, abs=0.03)
+    dry, wet = body_profile(spec, fill_level_y(spec, 0.5))
+    assert len(wet) > 1 and wet[0][1] == pytest.approx(fill_level_y(spec, 0.5))
+
+
+def test_crop_deterministic_and_labelled():
+    a, meta = pbr.render_crop_pbr(3, 48, "C5", "half", "water", spp=4, backdrops="procedural")
+    b, _ = pbr.render_crop_pbr(3, 48, "C5", "half", "water", spp=4, backdrops="procedural")
+    c, _ = pbr.render_crop_pbr(4, 48, "C5", "half", "water", spp=4, backdrops="procedural")
+    assert a.shape == (3, 48, 48) and a.dtype.is_floating_point is False
+    assert bool((a == b).all()) and not bool((a == c).all())
+    assert meta["container"] == "C5" and meta["level"] == "half" and meta["label"] == CLASSES.index("half")
+    assert meta["filling"] == "water" and meta["fill_fraction"] == 0.5 and meta["transparent"]
+    opaque, m = pbr.render_crop_pbr(1, 48, "C1", "full", "rice", spp=4, backdrops="procedural")
+    assert m["level"] == "unknown" and m["label"] == CLASSES.index("unknown") and m["fill_fraction"] == 0.9
+
+
+def test_frame_masks_boxes_and_projection():
+    plan = pbr.plan_frame(2, 64, 48, ["C2", "C7"], 2, backdrops="procedural")
+    rgb, anns = pbr.render_plan(plan, 4)
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+    assert 1 <= len(anns) <= 2
+    for ann in anns:
+        x0, y0, x1, y1 = ann["box"]
+        mask = ann["mask"]
+        assert mask.shape == (48, 64) and mask.any()
+        assert not mask[:y0].any() and not mask[y1:].any() and not mask[:, :x0].any() and not mask[:, x1:].any()
+        assert mask[y0].any() and mask[y1 - 1].any() and mask[:, x0].any() and mask[:, x1 - 1].any()
+        assert ann["label"] == CLASSES.index(ann["level"])
+        assert (ann["level"] == "unknown") == (not ann["transparent"])
+    item = plan["items"][0]
+    uv = pbr.project(pbr._outline(item), plan["camera"], 64, 48)
+    box = anns[0]["box"]
+    assert math.isclose(uv[:, 0].min(), box[0], abs_tol=2.5) and math.isclose(uv[:, 1].max(), box[3], abs_tol=2.5)
+
+
+def test_cropset_cache_and_errors(tmp_path):
+    imgs, labels, metas = pbr.make_cropset_pbr(2, 32, seed=1, containers=["C3"], spp=2, backdrops="procedural",
+                                               cache_dir=tmp_path)
+    assert imgs.shape == (2, 3, 32, 32) and len(metas) == 2 and list(tmp_path.glob("pbr_*.npz"))
+    again, labels2, _ = pbr.make_cropset_pbr(2, 32, seed=1, containers=["C3"], spp=2, backdrops="procedural",
+                                             cache_dir=tmp_path)
+    assert bool((again == imgs).all()) and bool((labels2 == labels).all())
+    with pytest.raises(ValueError, match="C9"):
+        pbr.render_crop_pbr(0, 32, "C9")
+    with pytest.raises(ValueError, match="transparent"):
+        pbr.render_crop_pbr(0, 32, "C5", "unknown")
+    with pytest.raises(ValueError, match="backdrops"):
+        pbr.render_crop_pbr(0, 32, "C5", backdrops="moon")

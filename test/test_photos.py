@@ -1,0 +1,102 @@
+"""fillcls.world.photos: the loader on a tiny stand-in index (always runs) and, when `make photos`
+has run, sanity checks of the real index."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from fillcls.world import photos
+
+VAL_COLOUR = (250, 0, 250)
+
+
+def _write(root, name, img):
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return name
+
+
+@pytest.fixture()
+def stand_in(tmp_path):
+    """Two train backgrounds, one magenta val background, two train and one val cut-out."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(2):
+        img = rng.integers(0, 200, (60, 90, 3), dtype=np.uint8)
+        rows.append({"file": _write(tmp_path, f"backgrounds/b{i}.jpg", img), "kind": "background", "split": "train"})
+    val = np.zeros((50, 80, 3), np.uint8)
+    val[:] = VAL_COLOUR[::-1]  # BGR on disk
+    rows.append({"file": _write(tmp_path, "backgrounds/v.png", val), "kind": "background", "split": "val"})
+    for i, split in enumerate(("train", "train", "val")):
+        rgba = np.zeros((30, 20, 4), np.uint8)
+        rgba[5:25, 4:16] = (0, 200, 0, 255)
+        rows.append({"file": _write(tmp_path, f"cutouts/c{i}.png", rgba), "kind": "cutout", "split": split})
+    for r in rows:
+        r.update(package="stand-in", licence="CC0-1.0")
+    (tmp_path / "index.json").write_text(json.dumps({"version": 1, "photos": rows}))
+    return tmp_path
+
+
+def test_index_and_splits(stand_in):
+    assert len(photos.load_index(stand_in)) == 6
+    assert [p.split for p in photos.photos("background", "val", stand_in)] == ["val"]
+    assert len(photos.photos("cutout", "train", stand_in)) == 2
+    assert photos.available(stand_in)
+
+
+def test_background_crop_deterministic_and_split(stand_in):
+    a = photos.background_crop(7, 64, 48, "train", stand_in)
+    assert a.shape == (48, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, photos.background_crop(7, 64, 48, "train", stand_in))
+    v = photos.background_crop(3, 32, 24, "val", stand_in)
+    assert np.abs(v.astype(int) - VAL_COLOUR).max() <= 2  # only the val photo
+    with pytest.raises(ValueError):
+        photos.background_crop(0, 0, 10, "train", stand_in)
+
+
+def test_cutout_paste_and_negative_frame(stand_in):
+    c = photos.cutout(1, 40, "train", stand_in)
+    assert c.ndim == 3 and c.shape[2] == 4 and 20 <= max(c.shape[:2]) <= 40
+    frame = np.zeros((50, 50, 3), np.uint8)
+    mask = photos.paste(frame, c, 30, 30)  # clipped at the border
+    assert mask.shape == (50, 50) and not mask[:30, :].any() and mask.any()
+    assert (frame[mask] > 0).any()
+    f, anns = photos.no_container_frame(5, "val", 80, 60, (2, 2), stand_in)
+    assert f.shape == (60, 80, 3) and anns == []
+    g, _ = photos.no_container_frame(5, "val", 80, 60, (2, 2), stand_in)
+    assert np.array_equal(f, g)
+    avoid = np.zeros((60, 80), bool)
+    avoid[20:40, 30:50] = True
+    frame = photos.background_crop(0, 80, 60, "train", stand_in)
+    before = frame.copy()
+    assert photos.paste_distractors(frame, 0, 6, "train", avoid=avoid, root=stand_in) > 0
+    assert (frame != before).any(axis=2)[avoid].sum() <= 0.05 * avoid.sum() * 2  # visible + blended edge
+
+
+def test_missing_and_malformed(tmp_path):
+    with pytest.raises(photos.PhotosMissingError, match="make photos"):
+        photos.load_index(tmp_path / "nowhere")
+    assert not photos.available(tmp_path / "nowhere")
+    (tmp_path / "index.json").write_text(json.dumps({"photos": [{"file": "x.png", "kind": "poster", "split": "train"}]}))
+    with pytest.raises(photos.PhotoIndexError, match="index.json"):
+        photos.load_index(tmp_path)
+    (tmp_path / "index.json").write_text("{not json")
+    with pytest.raises(photos.PhotoIndexError, match="make photos"):
+        photos.load_index(tmp_path)
+
+
+@pytest.mark.skipif(not photos.available(), reason="data/photos absent: run `make photos`")
+def test_real_index():
+    """The fetched photos: both kinds in both splits, every file readable, licences recorded."""
+    index = photos.load_index()
+    data = json.loads((photos.photos_root() / "index.json").read_text())["photos"]
+    assert all(row["licence"] and row["package"] for row in data)
+    for kind in photos.KINDS:
+        for split in photos.SPLITS:
+            assert photos.photos(kind, split)
+    assert len({p.path for p in index}) == len(index)
+    frame, _ = photos.no_container_frame(0, "val", 160, 120)
+    assert frame.shape == (120, 160, 3)
