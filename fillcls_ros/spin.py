@@ -15,8 +15,9 @@ from rclpy.signals import SignalHandlerOptions
 _SPIN_PERIOD = 0.2
 
 
-class _Stop(Exception):
-    """Raised in the main thread by SIGINT / SIGTERM."""
+class _Stop(BaseException):
+    """Raised in the main thread by SIGINT / SIGTERM; a BaseException (like KeyboardInterrupt) so
+    that a callback's ``except Exception`` (the node's never-die-on-a-frame guard) cannot swallow it."""
 
 
 def _raise_stop(signum, frame):
