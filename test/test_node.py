@@ -2,6 +2,7 @@
 
 import math
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -56,7 +57,6 @@ class Probe:
         """Publish the frame every 0.5 s (best effort may drop one) until its answer arrives."""
         msg = image_msg(rgb, stamp_ns, encoding=encoding)
         deadline = 0.0
-        import time
         end = time.monotonic() + timeout
         while stamp_ns not in self.results and time.monotonic() < end:
             if time.monotonic() >= deadline:
@@ -265,3 +265,23 @@ def test_default_node_on_the_cpu_runs_without_torch(ros, two_containers):
         assert got and got[0].header.stamp.sec == 77 and got[0].model_id
     finally:
         assert proc.stop(signal.SIGINT) == 0, proc.output
+
+
+def test_sigint_during_inference_stops_the_node(ros, tiny_model, two_containers):
+    """A signal that lands while a frame is being classified ends the node (not a 'bad frame')."""
+    proc = NodeProcess({"model_path": tiny_model, "device": "cpu", "input_size": 1024, "max_containers": 2,
+                        "segmentation_backend": "threshold", "cpu_threads": 1}, extra_args=["-r", "__ns:=/slow"])
+    pub = ros.create_publisher(Image, "/slow/image", qos_profile_sensor_data)
+    frame, _ = two_containers
+    try:
+        assert proc.wait_for_output("listening on", 60), proc.output
+        assert spin_until(ros, lambda: pub.get_subscription_count() > 0, DISCOVERY_S)
+        t_end = time.monotonic() + 4.0  # each frame takes ~1 s: the node is nearly always classifying
+        while time.monotonic() < t_end:
+            pub.publish(image_msg(frame, 5 * 10**9))
+            spin_until(ros, lambda: False, 0.05)
+    finally:
+        ros.destroy_publisher(pub)
+        rc = proc.stop(signal.SIGINT)
+    assert rc == 0, proc.output
+    assert "_Stop" not in proc.output and "shutting down after" in proc.output, proc.output
