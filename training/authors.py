@@ -48,6 +48,7 @@ from fillcls.core import (ARCHITECTURES, CHECKPOINT_FORMAT, CLASSES, IMAGENET_ME
                           save_checkpoint)
 
 from training import assets, sources
+from training.command import subcommand
 
 #: Words accepted in ``class_order`` for each project class.
 CLASS_ALIASES: dict[str, str] = {"empty": "empty", "0": "empty", "0%": "empty",
@@ -204,19 +205,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    """Add ``import-authors`` to ``python -m training``."""
-    p = subparsers.add_parser("import-authors", help="convert the paper's released models to node checkpoints",
-                              description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.authors", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return run(p.parse_args(argv))
+register, main = subcommand("import-authors", "convert the paper's released models to node checkpoints",
+                            "training.authors", __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

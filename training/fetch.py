@@ -39,6 +39,7 @@ from fillcls.atomic import atomic_write
 
 from training import assets
 from training.assets import AssetError
+from training.command import subcommand
 
 CHUNK = 1 << 20
 USER_AGENT = "fillcls-fetch/1"
@@ -321,19 +322,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    """Add ``fetch`` to ``python -m training``."""
-    p = subparsers.add_parser("fetch", help="download the paper's source models, C-CCM, the authors' models",
-                              description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.fetch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return run(p.parse_args(argv))
+register, main = subcommand("fetch", "download the paper's source models, C-CCM, the authors' models", "training.fetch",
+                            __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from fillcls.world.containers import CCM_CLASS_COUNTS, CCM_CONTAINER_COUNTS, CONTAINER_NAMES, OPAQUE
 
+from ..command import subcommand
 from .ccm import counts, format_counts, write_manifest
 
 IMAGE_EXTS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
@@ -459,20 +460,10 @@ def run(args: argparse.Namespace) -> int:
     return 1 if args.dry_run and res.mismatches and not args.force else 0
 
 
-def register(subparsers) -> None:
-    """Add ``import-ccm`` to ``python -m training``."""
-    p = subparsers.add_parser("import-ccm", help="write the manifest of the unpacked C-CCM release",
-                              description="Label every crop of the C-CCM release from its folders, file "
-                                          "names and annotation CSVs; see docs/data.md.")
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.data.ccm_import", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return run(p.parse_args(argv))
+register, main = subcommand("import-ccm", "write the manifest of the unpacked C-CCM release", "training.data.ccm_import",
+                            __doc__, add_arguments, run,
+                            description="Label every crop of the C-CCM release from its folders, file names and "
+                                        "annotation CSVs; see docs/data.md.")
 
 
 if __name__ == "__main__":
