@@ -5,6 +5,8 @@ import random
 
 import pytest
 
+from helpers import make_checkpoint
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Keep DDS traffic on this machine and away from other test runs (Kilted ignores ROS_LOCALHOST_ONLY).
@@ -12,19 +14,6 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(10, 100)))
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(REPO, "config", "fastdds_shm.xml"))
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-
-
-def make_checkpoint(path, input_size=32, model_id="test-model", seed=0, **header):
-    """A randomly initialised ResNet-18 classifier checkpoint (project format)."""
-    import torch
-
-    from fillcls import core
-
-    torch.manual_seed(seed)
-    model = core.build_model("resnet18")
-    core.save_checkpoint(path, model.state_dict(),
-                         core.CheckpointHeader(input_size=input_size, model_id=model_id, **header))
-    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +44,15 @@ def ros():
     yield node
     node.destroy_node()
     rclpy.shutdown()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread in the test process: as fast on these tiny models, and no OpenMP slump on
+    a shared machine (subprocesses choose their own)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

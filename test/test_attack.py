@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from fillcls import core
 from training.attack import L2Step, eval_mode, perturb, pgd
-from test_engine import one_thread, toy_cropset  # noqa: F401 (autouse fixture)
+from helpers import toy_cropset
 
 
 def _norms(d):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fillcls import core
-from conftest import make_checkpoint
+from helpers import make_checkpoint
 
 
 def test_square_box_enlarges_and_squares():

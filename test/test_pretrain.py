@@ -10,15 +10,6 @@ from training import pretrain
 from training.sources import find_source, load_source_model, source_path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and do not spin-wait on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cli(*argv):
     from training.cli import main
 

@@ -19,7 +19,6 @@ import torch
 
 from fillcls import core
 from fillcls.inference import EstimatorConfig, FillingEstimator
-from test_engine import one_thread  # noqa: F401 (autouse fixture)
 from training import assets, cli
 from training.data.ccm import load_manifest
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fillcls import atomic
-from test_engine import PRESET, one_thread, quiet, toy_cropset, toy_data  # noqa: F401 (autouse fixture)
+from helpers import PRESET, quiet, toy_data
 from training import cli, engine, runs
 from training.config import FitConfig, Preset, RunConfig, get_preset, resolve_run
 from training.data import write_dataset

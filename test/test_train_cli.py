@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fillcls import core
-from test_engine import one_thread, quiet, toy_cropset  # noqa: F401 (autouse fixture)
+from helpers import quiet, toy_cropset
 from training import cli, engine
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
