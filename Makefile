@@ -30,7 +30,8 @@ models: setup
 	$(PY) -m training train $(DEFAULT_MODEL_ARGS)
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id fillcls-default-S1-ST-64px --out models/default.pt
 	$(PY) -m training segtrain --split S1 --export models/segmenter.pt
-	$(PY) -m training.onnx_export models/default.pt models/default.onnx --int8
+	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id fillcls-default-S1-ST-64px --format onnx \
+		--int8 --out models/default.onnx
 	$(PY) -m training.onnx_export models/segmenter.pt models/segmenter.onnx
 
 # Real photographs from Debian packages (backgrounds, distractor cut-outs, no-container

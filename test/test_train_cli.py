@@ -6,6 +6,7 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -149,6 +150,15 @@ def test_study_report_export_evaluate(tmp_path, monkeypatch, capsys):
     x = torch.rand(4, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(model16(x), model(x), atol=2e-2, rtol=2e-2)
+    onnx_out = str(tmp_path / "model.onnx")  # the onnxruntime backend's format: same header, same answers
+    assert cli.main(["export", "--split", "S1", "--strategy", "AT->FT", "--out", onnx_out, "--format", "onnx",
+                     *common]) == 0
+    from fillcls import backends
+
+    runner, onnx_header = backends.load_classifier_runner(onnx_out, "onnxruntime")
+    assert onnx_header == header
+    with torch.no_grad():
+        np.testing.assert_allclose(runner(x.numpy()), torch.softmax(model(x), 1).numpy(), atol=1e-4)
     assert cli.main(["evaluate", "--split", "S1", "--checkpoint", out, "--out", str(tmp_path / "m.json"),
                      *common]) == 0
     assert "acc" in capsys.readouterr().out and os.path.isfile(tmp_path / "m.json")

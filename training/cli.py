@@ -346,9 +346,22 @@ def write_project_checkpoint(args: argparse.Namespace, header, state_dict) -> No
 
 
 @_clear_errors
+def write_onnx(args: argparse.Namespace, header, state_dict) -> None:
+    """``export --format onnx``'s writer: the checkpoint as ONNX (normalisation in the graph, the
+    header as metadata; ``--int8`` adds ``<stem>.int8.onnx``), see training/onnx_export.py."""
+    import tempfile
+
+    from training.onnx_export import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pt = os.path.join(tmp, "model.pt")
+        write_project_checkpoint(argparse.Namespace(**{**vars(args), "out": pt}), header, state_dict)
+        export_onnx(pt, args.out, int8=args.int8)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     _, result, _, header, state_dict = export_source(args)
-    write_project_checkpoint(args, header, state_dict)
+    (write_onnx if args.format == "onnx" else write_project_checkpoint)(args, header, state_dict)
     print(f"wrote {args.out}: {header.model_id} ({header.arch}, {header.input_size} px, "
           f"test acc {100 * result['metrics']['acc']:.2f}%)")
     return 0
@@ -456,6 +469,10 @@ def _add_export(sub) -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file "
                                                        "size; the node still computes in float32 unless "
                                                        "its fp16 parameter is set)")
+    p.add_argument("--format", choices=("pt", "onnx"), default="pt",
+                   help="pt: the fillcls checkpoint (torch backend); onnx: for the onnxruntime backend")
+    p.add_argument("--int8", action="store_true", help="with --format onnx: also <stem>.int8.onnx, static "
+                                                       "int8 calibrated on procedural training crops")
     return p
 
 
