@@ -85,7 +85,7 @@ class Demo:
         check_model(self.params["model_path"])
         self.has_truth = args.source in ("procedural", "synthetic")
         print(f"[demo] node: model {self.params['model_path']}, segmentation "
-              f"{self.params.get('segmentation_backend', 'learned (models/segmenter.pt)')}, CPU")
+              f"{self.params.get('segmentation_backend', 'auto (the node default)')}, CPU")
         self.node = RosProcess("fillcls-node", self.params)
         self.camera = self.recorder = None
         self.truths, self.answers, self.arrival, self.debug = {}, {}, {}, {}
