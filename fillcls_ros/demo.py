@@ -244,8 +244,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7, help="seed of the procedural frames")
     ap.add_argument("--width", type=int, default=640, help="frame width")
     ap.add_argument("--height", type=int, default=480, help="frame height")
-    ap.add_argument("--model", default="", help="classifier checkpoint (default: models/default.pt)")
-    ap.add_argument("--segmentation-backend", default="", help="node backend: learned (default), "
+    ap.add_argument("--model", default="", help="classifier, .onnx or .pt (default: the node's, models/default.onnx)")
+    ap.add_argument("--segmentation-backend", default="", help="node backend: auto (default), learned, "
                     "threshold, full_frame, maskrcnn")
     ap.add_argument("--debug-image", default="", help="save the node's last debug image to this PNG")
     ap.add_argument("--record", default="", help="record camera, ground truth and node output to this new bag")

@@ -37,6 +37,8 @@ from ..core import CLASSES, DEFAULT_MARGIN, crop_square, resize_uint8
 from . import photos
 from .pbr_mesh import body_profile, dims, fill_level_y
 from .pbr_scene import linear_to_srgb, render, scene_dict
+from .profiles import container_ids as _ids
+from .raster import as_rng as _rng
 from .render import CONTAINERS, FILLINGS, LEVEL_FRACTIONS, TRANSPARENT_LEVEL_P, VIEWS
 
 #: Bump whenever the rendering changes (invalidates caches).
@@ -45,18 +47,6 @@ PBR_VERSION = 2
 VIEW_ELEVATION = {1: (4.0, 15.0), 2: (4.0, 15.0), 3: (7.0, 20.0), 4: (13.0, 27.0)}
 BACKDROPS = ("auto", "photos", "procedural")
 MASK_SPP = 4
-
-
-def _rng(seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
-def _ids(containers: Sequence[str] | None) -> list[str]:
-    ids = list(containers) if containers is not None else list(CONTAINERS)
-    bad = [c for c in ids if c not in CONTAINERS]
-    if bad or not ids:
-        raise ValueError(f"unknown container id(s) {bad}; choose from {', '.join(CONTAINERS)}")
-    return ids
 
 
 def _pick(rng, spec, level, filling, view) -> tuple[str, float, str, int]:

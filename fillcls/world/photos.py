@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from ..paths import SOURCE_ROOT
+from .raster import as_rng as _rng
 
 KINDS = ("background", "cutout")
 SPLITS = ("train", "val")
@@ -116,10 +117,6 @@ def _read(path: str, rgba: bool) -> np.ndarray:
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
-
-
-def _rng(seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def background_crop(seed, width: int, height: int, split: str = "train",

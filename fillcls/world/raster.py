@@ -46,3 +46,8 @@ def clip01(x: np.ndarray) -> np.ndarray:
     """Clip a temporary array to [0, 1] in place."""
     np.maximum(x, 0.0, out=x)
     return np.minimum(x, 1.0, out=x)
+
+
+def as_rng(seed) -> np.random.Generator:
+    """``seed`` itself when it is a numpy Generator, else ``np.random.default_rng(seed)``."""
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)

@@ -19,10 +19,7 @@ from .hands import draw_hand
 from .instances import FILLINGS, HAND_PROB, LEVEL_FRACTIONS, Instance, make_instance
 from .lighting import draw_shadow, expose
 from .profiles import CONTAINERS, container_ids
-
-
-def _rng(seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+from .raster import as_rng as _rng
 
 
 def _annotations(inst: Instance, mask: np.ndarray, occlusion: float) -> dict:

@@ -20,6 +20,7 @@ import torch
 
 from fillcls.atomic import WriteError, atomic_path
 from fillcls.world.containers import CCM_CONTAINER_COUNTS
+from fillcls.world.profiles import container_ids
 from fillcls.world.render import (CONTAINERS, FILLINGS, GENERATOR_VERSION, LEVEL_FRACTIONS,  # noqa: F401
                                   TRANSPARENT_LEVEL_P, ContainerSpec, Profile, _bank, contact_sheet,
                                   render_crop, render_frame)
@@ -49,10 +50,7 @@ def plan(n: int, seed: int = 0, containers: Sequence[str] | None = None) -> list
     levels (empty / half / full) :data:`TRANSPARENT_LEVEL_P` for every container; the class of an
     opaque container's crop is ``unknown`` whatever its (hidden) fill level.
     """
-    ids = list(containers) if containers is not None else list(CONTAINERS)
-    bad = [c for c in ids if c not in CONTAINERS]
-    if bad or not ids:
-        raise ValueError(f"unknown container id(s) {bad}; choose from {', '.join(CONTAINERS)}")
+    ids = container_ids(containers)
     pairs: list[tuple[str, str]] = []
     for c, nc in zip(ids, _largest_remainder(n, [CCM_CONTAINER_COUNTS.get(c, 1) for c in ids])):
         for lvl, k in zip(TRANSPARENT_LEVEL_P, _largest_remainder(nc, list(TRANSPARENT_LEVEL_P.values()))):
