@@ -28,6 +28,16 @@ def spin_until(node, predicate, timeout: float) -> bool:
     return predicate()
 
 
+def publish_until(node, pub, msg, done, timeout: float = 20.0, period: float = 0.5) -> bool:
+    """Publish ``msg`` every ``period`` s (best effort may drop one), spinning ``node``, until
+    ``done()`` or ``timeout``; returns ``done()``."""
+    for _ in range(max(1, int(timeout / period))):
+        pub.publish(msg)
+        if spin_until(node, done, period):
+            return True
+    return done()
+
+
 def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera", encoding="rgb8"):
     """A sensor_msgs/Image of an RGB array (``bgr8`` swaps the channels)."""
     from builtin_interfaces.msg import Time

@@ -8,7 +8,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from rosutil import NodeProcess, call_service, image_msg, spin_until
+from rosutil import NodeProcess, call_service, image_msg, publish_until, spin_until
 
 DISCOVERY_S = 20.0
 
@@ -31,12 +31,8 @@ def test_every_transition(ros, tiny_model, two_containers):
     frame, _ = two_containers
 
     def answered(stamp_ns, timeout=10.0) -> bool:
-        msg = image_msg(frame, stamp_ns)
-        for _ in range(int(timeout / 0.5)):
-            pub.publish(msg)
-            if spin_until(ros, lambda: any(a.header.stamp.sec == stamp_ns // 10**9 for a in answers), 0.5):
-                return True
-        return False
+        return publish_until(ros, pub, image_msg(frame, stamp_ns),
+                             lambda: any(a.header.stamp.sec == stamp_ns // 10**9 for a in answers), timeout)
 
     try:
         assert proc.wait_for_output("unconfigured", 60), proc.output

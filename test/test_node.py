@@ -14,7 +14,7 @@ from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from rosutil import NodeProcess, call_service, image_msg, spin_until
+from rosutil import NodeProcess, call_service, image_msg, publish_until, spin_until
 
 DISCOVERY_S = 20.0
 
@@ -213,10 +213,7 @@ def test_compressed_input_and_sigterm(ros, tiny_model, two_containers):
         frame, _ = two_containers
         msg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", frame)[1].tobytes())
         msg.header.stamp.sec = 42
-        for _ in range(40):
-            pub.publish(msg)
-            if spin_until(ros, lambda: bool(got), 0.5):
-                break
+        publish_until(ros, pub, msg, lambda: bool(got))
         assert got and got[0].header.stamp.sec == 42 and len(got[0].containers) == 1  # full_frame
     finally:
         assert proc.stop(signal.SIGTERM) == 0, proc.output
@@ -258,10 +255,7 @@ def test_default_node_on_the_cpu_runs_without_torch(ros, two_containers):
                           DISCOVERY_S)
         frame, _ = two_containers
         msg = image_msg(frame, 77 * 10**9)
-        for _ in range(40):
-            pub.publish(msg)
-            if spin_until(ros, lambda: bool(got), 0.5):
-                break
+        publish_until(ros, pub, msg, lambda: bool(got))
         assert got and got[0].header.stamp.sec == 77 and got[0].model_id
     finally:
         assert proc.stop(signal.SIGINT) == 0, proc.output

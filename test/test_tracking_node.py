@@ -11,7 +11,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
 from fillcls.world.sequences import make_sequence
-from rosutil import NodeProcess, image_msg, spin_until
+from rosutil import NodeProcess, image_msg, publish_until, spin_until
 
 
 def _depth_msg(depth: np.ndarray, stamp: Time) -> Image:
@@ -41,10 +41,7 @@ def test_track_ids_fused_levels_and_positions(ros):
             info_pub.publish(CameraInfo(k=[float(v) for v in np.ravel(seq.camera.K)], width=320, height=240))
             pubs["depth"].publish(_depth_msg(f.depth, stamp))
             spin_until(ros, lambda: False, 0.1)
-            for _ in range(20):  # best effort: resend until answered
-                pubs["image"].publish(image_msg(f.rgb, sec * 10**9))
-                if spin_until(ros, lambda: sec in got, 0.5):
-                    break
+            publish_until(ros, pubs["image"], image_msg(f.rgb, sec * 10**9), lambda: sec in got, timeout=10.0)
             truth[sec] = f.objects
         answered = [m for m in got.values() if m.containers]
         assert len(answered) >= 5, proc.output[-2000:]
