@@ -3,8 +3,9 @@
 :class:`FillingEstimator` segments an RGB frame with a backend of :mod:`fillcls.segmentation`,
 crops every container with the paper's recipe and the trainer's preprocessing
 (:func:`fillcls.core.crop_and_preprocess`) and classifies all crops in one batch with a runner
-of :mod:`fillcls.backends` (torch or onnxruntime). :func:`draw_debug` renders the results on the
-frame. torch is imported only by the torch backend: with ``inference_backend="onnxruntime"``
+of :mod:`fillcls.backends` (torch or onnxruntime); :meth:`FillingEstimator.predict_many` does
+the same for several frames (cameras) with one forward for all their crops. :func:`draw_debug`
+renders the results on the frame. torch is imported only by the torch backend: with ``inference_backend="onnxruntime"``
 (and a segmentation backend other than ``maskrcnn``) nothing here imports it.
 """
 
@@ -133,6 +134,7 @@ class FillingEstimator:
             self.warnings.append(f"input_size {self.input_size} differs from the {self.header.input_size} px "
                                  f"the model was trained at ({config.model_path})")
         self.last_timing: dict[str, float] = {}
+        self.last_batch_size = 0
         self.warm_up()
 
     def warm_up(self, frames: int = 2) -> None:
@@ -171,24 +173,55 @@ class FillingEstimator:
 
     def predict(self, rgb: np.ndarray) -> list[ContainerResult]:
         """Filling level of every container found in an H x W x 3 uint8 RGB frame."""
+        return self.predict_many([rgb])[0]
+
+    def predict_many(self, frames) -> list[list[ContainerResult]]:
+        """:meth:`predict` of several frames (e.g. one per camera) with ONE classifier forward:
+        each frame is segmented and cropped, the crops of all frames are classified as one batch
+        and the results are split back per frame (``result[i]`` belongs to ``frames[i]``).
+        ``last_timing`` holds the stage times of the whole call, ``last_batch_size`` the number
+        of crops of its forward."""
+        if not frames:
+            return []
         t0 = time.perf_counter()
-        dets = segmentation.select(self.segment(rgb), self.config.segmentation_score_threshold,
-                                   self.config.max_containers)
+        found = [segmentation.select(self.segment(rgb), self.config.segmentation_score_threshold,
+                                     self.config.max_containers) for rgb in frames]
         t1 = time.perf_counter()
-        batch = self.preprocess(rgb, [d.box for d in dets])
+        batch = self._concat([self.preprocess(rgb, [d.box for d in dets]) for rgb, dets in zip(frames, found)])
         t2 = time.perf_counter()
-        probs = self.classify(batch)
+        probs = self.classify(batch).tolist()
         t3 = time.perf_counter()
         self.last_timing = {"segment": t1 - t0, "preprocess": t2 - t1, "classify": t3 - t2}
-        h, w = rgb.shape[:2]
-        results = []
-        for det, p in zip(dets, probs.tolist()):
-            level = int(np.argmax(p))
-            x0, y0, x1, y1 = det.box
-            box = (max(0, x0), max(0, y0), min(w, x1), min(h, y1))
-            results.append(ContainerResult(level, LEVEL_PERCENT[level], float(p[level]), tuple(p), box,
-                                           float(det.score), det.mask))
-        return results
+        self.last_batch_size = len(probs)
+        out, start = [], 0
+        for rgb, dets in zip(frames, found):
+            out.append(_results(dets, probs[start:start + len(dets)], rgb.shape[:2]))
+            start += len(dets)
+        return out
+
+    def _concat(self, parts: list):
+        """One batch of the per-frame batches (the only one as it is: no copy for one frame)."""
+        if len(parts) == 1:
+            return parts[0]
+        if self.backend == "onnxruntime":
+            return np.concatenate(parts)
+        import torch
+
+        return torch.cat(parts)
+
+
+def _results(dets, probs: list, shape: tuple[int, int]) -> list[ContainerResult]:
+    """The :class:`ContainerResult` of each detection of a frame of ``shape`` (H, W) and its
+    class probabilities (the box clipped to the frame)."""
+    h, w = shape
+    results = []
+    for det, p in zip(dets, probs):
+        level = int(np.argmax(p))
+        x0, y0, x1, y1 = det.box
+        box = (max(0, x0), max(0, y0), min(w, x1), min(h, y1))
+        results.append(ContainerResult(level, LEVEL_PERCENT[level], float(p[level]), tuple(p), box,
+                                       float(det.score), det.mask))
+    return results
 
 
 _COLOURS = ((66, 135, 245), (46, 204, 113), (231, 76, 60), (160, 160, 160))  # RGB per class

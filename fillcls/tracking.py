@@ -6,9 +6,12 @@ per live track:
 
 * **association**: an optimal assignment (Hungarian, :func:`assign`) on a cost made of
   ``1 - IoU`` (mask IoU when both masks exist and the track is still, box IoU otherwise, the
-  track's box moved by its velocity first), the centre distance normalised by the box diagonal and the log ratio of box
-  areas; pairs farther than ``max_centre_distance`` diagonals with an IoU under ``min_iou`` are
-  never matched;
+  track's box moved by its velocity first), the centre distance normalised by the box diagonal,
+  the log ratio of box areas and (``appearance_weight``) how much the detection's class
+  probabilities differ from the track's fused ones; pairs farther than ``max_centre_distance``
+  diagonals with an IoU under ``min_iou`` are never matched. The velocity (smoothed over the hits)
+  follows, per axis, the box edge that moved less, so a box cut short by an occluder or a partial
+  segmentation does not throw the prediction off;
 * **tracks**: an unmatched detection starts a *tentative* track (confirmed after ``min_hits``
   hits; a tentative track that misses is dropped); a confirmed track survives up to
   ``max_misses`` missed frames and ``max_unseen_s`` seconds (a hand passing in front); ids are
@@ -40,7 +43,7 @@ _NO_MATCH = 1e6  # cost of a pair that must not be matched
 class TrackerConfig:
     """Parameters of :class:`Tracker` (see the module docstring)."""
 
-    time_constant_s: float = 1.0  # forgetting time constant (s); used when time_constant_frames is 0
+    time_constant_s: float = 0.5  # forgetting time constant (s); used when time_constant_frames is 0
     time_constant_frames: float = 0.0  # > 0: forgetting per update instead of per second
     hysteresis: float = 0.2  # fused-probability lead a new level needs over the current one
     confirm_updates: int = 2  # consecutive updates with that lead before the fused level changes
@@ -52,6 +55,7 @@ class TrackerConfig:
     max_centre_distance: float = 0.75  # centre distance limit, in box diagonals
     distance_weight: float = 1.0  # weight of the normalised centre distance in the cost
     size_weight: float = 0.5  # weight of |log(area ratio)| in the cost
+    appearance_weight: float = 0.5  # weight of 1 - Bhattacharyya(track's fused, detection's probabilities)
 
     def check(self) -> None:
         """ValueError naming the first parameter out of its range."""
@@ -68,6 +72,7 @@ class TrackerConfig:
             ("max_centre_distance", self.max_centre_distance >= 0, ">= 0"),
             ("distance_weight", self.distance_weight >= 0, ">= 0"),
             ("size_weight", self.size_weight >= 0, ">= 0"),
+            ("appearance_weight", self.appearance_weight >= 0, ">= 0"),
         ]
         for name, ok, rule in rules:
             if not (ok and math.isfinite(float(getattr(self, name)))):
@@ -243,14 +248,22 @@ class Tracker:
         if iou < cfg.min_iou and dist > cfg.max_centre_distance:
             return _NO_MATCH
         area_ratio = ((pb[2] - pb[0]) * (pb[3] - pb[1])) / ((db[2] - db[0]) * (db[3] - db[1]))
-        return (1.0 - iou) + cfg.distance_weight * dist + cfg.size_weight * abs(math.log(max(area_ratio, 1e-9)))
+        cost = (1.0 - iou) + cfg.distance_weight * dist + cfg.size_weight * abs(math.log(max(area_ratio, 1e-9)))
+        if cfg.appearance_weight > 0:
+            p = np.clip(np.asarray(det.probabilities, np.float64), 0.0, None)
+            bc = float(np.sum(np.sqrt(track.fused() * p / max(p.sum(), 1e-12))))
+            cost += cfg.appearance_weight * (1.0 - bc)
+        return cost
 
     def _hit(self, track: _Track, stamp: float, det: Detection, log_p: np.ndarray) -> None:
         cfg = self.config
         dt = stamp - track.last_hit
         box = np.asarray(det.box, np.float64)
         if dt > 0:
-            shift = ((box[:2] + box[2:]) - (track.box[:2] + track.box[2:])) / 2 / dt
+            edges = (box - track.box).reshape(2, 2)  # [[dx0, dy0], [dx1, dy1]]
+            # per axis the edge that moved less: a box cut short by an occluder or a segmentation
+            # that lost part of the container moves one edge only; a container moving moves both
+            shift = np.where(np.abs(edges[0]) <= np.abs(edges[1]), edges[0], edges[1]) / dt
             track.velocity = shift if track.hits == 1 else 0.5 * track.velocity + 0.5 * shift
         track.log_post = self._forgetting(dt) * track.log_post + log_p
         fused = track.fused()

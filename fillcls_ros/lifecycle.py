@@ -61,10 +61,7 @@ class FillingLifecycleNode(FillingBehaviour, LifecycleNode):
 
     def _release(self) -> None:
         """Destroy the publishers and free the models."""
-        for pub in (self.pub, self.debug_pub, self.diag_pub):
-            if pub is not None:
-                self.destroy_lifecycle_publisher(pub)
-        self.pub = self.debug_pub = self.diag_pub = None
+        self._destroy_publishers(self.destroy_lifecycle_publisher)
         self.estimator = None
         gc.collect()
         self.get_logger().info("unconfigured: models freed")

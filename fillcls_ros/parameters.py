@@ -89,6 +89,20 @@ def _check_file(name: str) -> Callable[[str], str | None]:
     return check
 
 
+#: A relative or absolute ROS namespace: tokens of letters, digits and _ (not first a digit) joined by /.
+_NAMESPACE_RE = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _check_cameras(v: list) -> str | None:
+    """Each camera a valid ROS namespace (no ``__``, no trailing /), none twice."""
+    for name in v:
+        if not _NAMESPACE_RE.match(name) or "__" in name:
+            return (f"cameras: {name!r} is not a valid ROS namespace (letters, digits and _ separated by /, "
+                    "a token not starting with a digit, no __)")
+    twice = sorted({n.strip("/") for n in v if sum(m.strip("/") == n.strip("/") for m in v) > 1})
+    return f"cameras: {', '.join(map(repr, twice))} given more than once" if twice else None
+
+
 NODE_PARAMETERS: tuple[Param, ...] = (
     Param("model_path", "", "Classifier: a fillcls checkpoint (.pt) or its ONNX export (.onnx); empty: "
           "$FILLCLS_MODEL, else the package's models/default.onnx (onnxruntime) or models/default.pt (torch)",
@@ -129,7 +143,7 @@ NODE_PARAMETERS: tuple[Param, ...] = (
           range=(1, 16384 * 16384)),
     Param("tracking", True, "Track containers across frames and publish a fused, stable level per track "
           "(track_id, fused_level, fused_probabilities, track_age)", "tracker"),
-    Param("fusion_time_constant", 1.0, "Seconds over which past frames are forgotten in the fused "
+    Param("fusion_time_constant", 0.5, "Seconds over which past frames are forgotten in the fused "
           "probabilities", "tracker", range=(0.01, 60.0)),
     Param("fusion_hysteresis", 0.2, "Lead in fused probability a new level needs over the current one",
           "tracker", range=(0.0, 1.0)),
@@ -156,6 +170,11 @@ NODE_PARAMETERS: tuple[Param, ...] = (
           choices=("best_effort", "reliable")),
     Param("qos_depth", 1, "Queue depth of the image subscription (1: always the newest frame)", "start",
           range=(1, 100)),
+    Param("cameras", [], "Camera namespaces served by this node, e.g. [cam_left, cam_right]; each camera C has "
+          "its own topics C/image (C/image/compressed), C/depth, C/camera_info, C/filling_level, C/debug_image and "
+          "its own tracker. Each cycle classifies the newest frame of every camera in one batch (older frames are "
+          "dropped). Empty: one camera on the relative topics", "start",
+          check=_check_cameras, rule="unique ROS namespaces"),
 )
 PARAMS: dict[str, Param] = {p.name: p for p in NODE_PARAMETERS}
 

@@ -6,11 +6,16 @@ the params file sets ``compressed: true``), ``params_file`` (default: the instal
 the params file's choice), ``fastdds_profile`` (Fast DDS XML with a 16 MB shared-memory
 segment so 640x480 frames are not dropped; "" leaves the environment alone), ``lifecycle``
 (true: the managed node ``fillcls-lifecycle-node``) and ``autostart`` (with ``lifecycle``:
-configure and activate it at once; false leaves it unconfigured for a lifecycle manager).
+configure and activate it at once; false leaves it unconfigured for a lifecycle manager) and
+``cameras`` (a YAML list of camera namespaces, e.g. ``cameras:="[cam_left, cam_right]"``: one node
+serves them all, on ``cam_left/image`` ... ``cam_left/filling_level`` (``camera_topic`` then does
+not apply); "" keeps the params file's value).
 
 The launch ends with the node: when the node exits (e.g. it cannot start: a missing model, a bad
 parameter) the whole launch shuts down, and with a non-zero exit code when the node failed.
 """
+
+import itertools
 
 import lifecycle_msgs.msg
 from launch import LaunchDescription
@@ -47,17 +52,24 @@ def generate_launch_description() -> LaunchDescription:
     fastdds_profile = LaunchConfiguration("fastdds_profile")
     lifecycle = LaunchConfiguration("lifecycle")
     autostart = LaunchConfiguration("autostart")
+    cameras = LaunchConfiguration("cameras")
     share = FindPackageShare("fillcls_ros")
 
-    has_model = ["'", model_path, "' != ''"]
     is_lifecycle = ["'", lifecycle, "'.lower() in ('true', '1')"]
     common = dict(package="fillcls_ros", name="fillcls_node", namespace=namespace, output="screen",
                   emulate_tty=True, remappings=[("image", camera_topic),
                                                 ("image/compressed", [camera_topic, "/compressed"])],
                   on_exit=_on_node_exit)
-    # The params file first, then the launch arguments that override it (model_path only when given).
-    variants = (([params_file, {"device": device, "model_path": model_path}], [*has_model, " and "]),
-                ([params_file, {"device": device}], ["not ", *has_model, " and "]))
+    # The params file first, then the launch arguments that override it: model_path and cameras only
+    # when given (launch_ros refuses an empty list), so one variant per combination of the two.
+    variants = []
+    for given in itertools.product((True, False), repeat=2):
+        overrides, when = {"device": device}, []
+        for (name, value), on in zip((("model_path", model_path), ("cameras", cameras)), given):
+            if on:
+                overrides[name] = value
+            when += ["'", value, "' != '' and " if on else "' == '' and "]
+        variants.append(([params_file, overrides], when))
     plain = [Node(executable="fillcls-node", parameters=params, condition=_when(*when, "not ", *is_lifecycle),
                   **common) for params, when in variants]
     managed = [LifecycleNode(executable="fillcls-lifecycle-node", parameters=params,
@@ -95,6 +107,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="true: the managed (lifecycle) node fillcls-lifecycle-node"),
         DeclareLaunchArgument("autostart", default_value="true",
                               description="with lifecycle:=true, configure and activate the node at start"),
+        DeclareLaunchArgument("cameras", default_value="",
+                              description="YAML list of camera namespaces served by one node, e.g. "
+                                          "[cam_left, cam_right]; empty keeps the params file's value"),
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", fastdds_profile,
                                condition=_when("'", fastdds_profile, "' != ''")),
         # OpenCV would print a line per corrupt compressed frame; the node counts them instead

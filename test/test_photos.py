@@ -100,3 +100,39 @@ def test_real_index():
     assert len({p.path for p in index}) == len(index)
     frame, _ = photos.no_container_frame(0, "val", 160, 120)
     assert frame.shape == (120, 160, 3)
+
+
+def test_render_frame_photo_backdrop(stand_in, monkeypatch):
+    """The 2-D renderer in front of a (val: magenta) photo: the same containers and masks as the
+    procedural backdrop; without ``photo_split`` the frame is what it always was."""
+    from fillcls.world.render import render_frame
+
+    monkeypatch.setenv("FILLCLS_PHOTOS", str(stand_in))
+    plain, anns = render_frame(4, 160, 120, n_containers=2)
+    same, _ = render_frame(4, 160, 120, n_containers=2, photo_split=None)
+    assert np.array_equal(plain, same)
+    photo, photo_anns = render_frame(4, 160, 120, n_containers=2, photo_split="val")
+    assert [a["box"] for a in photo_anns] == [a["box"] for a in anns]
+    assert all(np.array_equal(a["mask"], b["mask"]) for a, b in zip(anns, photo_anns))
+    outside = ~np.any([a["mask"] for a in anns], axis=0)
+    magenta = (photo[..., 0] > 150) & (photo[..., 1] < 90) & (photo[..., 2] > 150)
+    assert magenta[outside].mean() > 0.1 and magenta[~outside].mean() < magenta[outside].mean()  # glass shows it
+    assert not ((plain[..., 0] > 150) & (plain[..., 1] < 90) & (plain[..., 2] > 150))[outside].mean() > 0.1
+
+
+def test_segtrain_with_photos(stand_in, monkeypatch, tmp_path):
+    """segtrain's photo mix: trains, and reports false containers per held-out negative frame;
+    without photos it stops with one error naming `make photos`."""
+    from helpers import quiet
+    from training.segtrain import PRESETS, train
+
+    cfg = PRESETS["tiny"].replace(train_frames=12, eval_frames=4, epochs=1, photo_frames=0.5,
+                                  negative_frames=0.25, photo_eval_frames=4)
+    monkeypatch.setenv("FILLCLS_PHOTOS", str(tmp_path / "none"))
+    with pytest.raises(photos.PhotosMissingError, match="make photos"):
+        train(cfg, tmp_path / "run", log=quiet)
+    monkeypatch.setenv("FILLCLS_PHOTOS", str(stand_in))
+    result = train(cfg, tmp_path / "run", log=quiet)
+    neg = result["photo_metrics"]["negative-val"]
+    assert neg["containers"] == 0 and neg["frames"] == 4 and neg["false_per_frame"] >= 0
+    assert result["photo_metrics"]["photo-val"]["containers"] > 0

@@ -163,3 +163,26 @@ def test_bad_input_and_clock_reset():
     views = tracker.update(1.0, [Detection((0, 0, 10, 10), EMPTY)])  # the clock went back: a fresh start
     assert tracker.resets == 1 and views[0].track_id == 2 and views[0].frames == 1
     assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+
+
+def test_a_box_cut_short_does_not_throw_the_prediction_off():
+    """A container moving right whose segmentation loses its upper part now and then keeps its id:
+    the velocity follows the box edge that moved less (the bottom), not the jumping centre."""
+    frames = []
+    for i in range(8):
+        x = 100 + 10 * i
+        top = 260 if i in (2, 5) else 100  # frames 2 and 5: only the bottom 40 px are found
+        frames.append([Detection((x, top, x + 50, 300), HALF)])
+    views = _run(Tracker(), frames)
+    assert [v[0].track_id for v in views] == [1] * 8
+
+
+def test_appearance_term_tells_equal_boxes_apart():
+    """Two containers in the same box (one behind the other): the class probabilities decide."""
+    box = (100, 100, 150, 200)
+    tracker = Tracker(TrackerConfig(appearance_weight=0.5))
+    for i in range(4):
+        views = tracker.update(i / FPS, [Detection(box, EMPTY), Detection(box, FULL)][:: 1 if i % 2 else -1])
+    by_id = {v.track_id: v for v in views}
+    assert by_id[1].fused_label != by_id[2].fused_label and {v.fused_label for v in views} == {"empty", "full"}
+    assert all(max(v.fused_probabilities) > 0.9 for v in views)

@@ -291,6 +291,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 @_clear_errors
+def cmd_compare(args: argparse.Namespace) -> int:
+    from training import robustness
+
+    return robustness.run(args, _context(args))
+
+
+@_clear_errors
 def cmd_report(args: argparse.Namespace) -> int:
     from training.report import collect, write_report
 
@@ -455,7 +462,13 @@ def _add_evaluate_and_report(sub) -> list[argparse.ArgumentParser]:
                    "runs (default into <runs>/<preset>/report).", resume=False)
     rep.add_argument("--split", nargs="*", default=None, help="splits (default S1 S2 S3)")
     rep.add_argument("--out", default=None, metavar="DIR", help="output directory")
-    return [ev, rep]
+    from training.robustness import __doc__ as compare_doc, add_arguments as compare_arguments
+
+    cmp = _command(sub, "compare", cmd_compare, "models side by side on their splits' unseen containers: clean, "
+                   "PGD and corruption accuracy, both renderers", compare_doc, resume=False)
+    cmp.formatter_class = argparse.RawDescriptionHelpFormatter
+    compare_arguments(cmp)
+    return [ev, rep, cmp]
 
 
 def _add_export(sub) -> argparse.ArgumentParser:

@@ -24,7 +24,10 @@ import torch.nn.functional as F
 from fillcls.atomic import WriteError
 from fillcls.core import CheckpointError, read_checkpoint, save_checkpoint
 from fillcls.evaluation import iou
+from fillcls.world.photos import PhotoIndexError, PhotosMissingError
 from fillcls.segnet import FillSegNet, frame_to_input, instances, load_segnet, segmenter_header
+from fillcls.world import photos
+from fillcls.world.photos import PhotoIndexError, PhotosMissingError
 from training.runs import (RunDir, RunError, Settings, add_run_options, add_settings_options, copy_file,
                            setting, settings_from_args)
 
@@ -57,7 +60,18 @@ class SegConfig(Settings):
     frame_w: int = setting(640, "rendered frame width")
     frame_h: int = setting(480, "rendered frame height")
     max_containers: int = setting(3, "at most this many containers per training frame")
+    photo_frames: float = setting(0.0, "fraction of training frames whose wall is a real photograph "
+                                       "with photographic cut-outs on it (`make photos`, train split)")
+    negative_frames: float = setting(0.0, "fraction of training frames that are a real photograph with "
+                                          "cut-outs and no container (`make photos`, train split)")
+    photo_eval_frames: int = setting(0, "also evaluate on this many frames of the test containers in "
+                                        "front of held-out (val) photographs, and count false containers "
+                                        "on as many held-out no-container photo frames (0 = skip)")
     seed: int = setting(0, "seed of frames and training")
+
+    @property
+    def uses_photos(self) -> bool:
+        return self.photo_frames > 0 or self.negative_frames > 0 or self.photo_eval_frames > 0
 
     def validate(self) -> None:
         from fillcls.world.containers import SPLITS
@@ -67,24 +81,53 @@ class SegConfig(Settings):
         if min(self.train_frames, self.eval_frames, self.epochs, self.batch_size, self.width,
                self.input_h, self.input_w, self.frame_w, self.frame_h, self.max_containers) < 1:
             raise ValueError("frames, epochs, batch_size, width, sizes and max_containers must be >= 1")
+        if not (0 <= self.photo_frames and 0 <= self.negative_frames and self.photo_frames + self.negative_frames <= 1):
+            raise ValueError("photo_frames and negative_frames must be >= 0 with a sum <= 1")
+        if self.photo_eval_frames < 0:
+            raise ValueError("photo_eval_frames must be >= 0")
 
 
-#: ``cpu`` (default): the settings of ``models/segmenter.pt``; ``tiny``: seconds, for the tests.
+#: ``cpu`` (default): the settings of ``models/segmenter.pt`` (real photographs: ``make photos``);
+#: ``procedural``: the same without photographs; ``tiny``: seconds, for the tests.
 PRESETS: dict[str, SegConfig] = {
     "tiny": SegConfig().replace(train_frames=24, eval_frames=8, epochs=2, batch_size=8, width=8,
                                 input_h=60, input_w=80, frame_w=320, frame_h=240),
-    "cpu": SegConfig(),
+    "procedural": SegConfig(),
+    "cpu": SegConfig(photo_frames=0.45, negative_frames=0.2, photo_eval_frames=100),
 }
+#: What a frame of :func:`make_frames` shows: the procedural scene, the scene in front of a photo of
+#: the ``train`` / ``val`` split, or a photo of that split with cut-outs and no container.
+FRAME_KINDS = ("procedural", "photo", "negative", "photo-val", "negative-val")
 
 
-def _render(args):
-    seed, cfg, containers = args
+def _frame_kind(rng: np.random.Generator, cfg: SegConfig) -> str:
+    """The kind of one training frame, drawn with the preset's photo / negative fractions."""
+    u = rng.random()
+    return "negative" if u < cfg.negative_frames else "photo" if u < cfg.negative_frames + cfg.photo_frames \
+        else "procedural"
+
+
+def _scene(seed, cfg: SegConfig, containers, kind: str):
+    """``(rgb, annotations)`` of one frame of ``kind`` (:data:`FRAME_KINDS`; None: drawn from ``cfg``)."""
+    from fillcls.world.photos import no_container_frame
     from training.data import render_frame
 
     rng = np.random.default_rng(seed)
+    if kind is None:
+        kind = _frame_kind(rng, cfg) if cfg.photo_frames or cfg.negative_frames else "procedural"
+    split = "val" if kind.endswith("-val") else "train"
+    if kind.startswith("negative"):
+        return no_container_frame(rng, split, cfg.frame_w, cfg.frame_h)
     n = int(rng.integers(0, cfg.max_containers + 1)) if cfg.max_containers > 1 else 1
     n = max(n, 1) if rng.random() < 0.9 else n  # a few frames without any container
-    rgb, anns = render_frame(seed, width=cfg.frame_w, height=cfg.frame_h, containers=containers, n_containers=n)
+    photo = None if kind == "procedural" else split
+    return render_frame(rng if photo else seed, width=cfg.frame_w, height=cfg.frame_h, containers=containers,
+                        n_containers=n, photo_split=photo)
+
+
+def _render(args):
+    seed, cfg, containers, kind = args
+    rgb, anns = _scene(seed, cfg, containers, kind)
     mask = np.zeros(rgb.shape[:2], bool)
     for a in anns:
         mask |= a["mask"]
@@ -94,9 +137,11 @@ def _render(args):
     return x, (target * 255).round().astype(np.uint8), [tuple(int(v) for v in a["box"]) for a in anns], rgb
 
 
-def make_frames(cfg: SegConfig, containers, n: int, seed: int, keep_rgb: bool = False, workers: int = 2):
-    """Render ``n`` frames: uint8 network inputs, uint8 soft targets, true boxes (and frames)."""
-    jobs = [(seed * 1_000_003 + i, cfg, tuple(containers)) for i in range(n)]
+def make_frames(cfg: SegConfig, containers, n: int, seed: int, keep_rgb: bool = False, workers: int = 2,
+                kind: str | None = "procedural"):
+    """Render ``n`` frames of ``kind`` (:data:`FRAME_KINDS`; None: the training mix of ``cfg``):
+    uint8 network inputs, uint8 soft targets, true boxes (and frames)."""
+    jobs = [(seed * 1_000_003 + i, cfg, tuple(containers), kind) for i in range(n)]
     if workers > 1 and n >= 16:
         import multiprocessing as mp
 
@@ -142,6 +187,7 @@ def evaluate(model, xs, ys, boxes, frame_hw, mask_threshold: float = 0.5) -> dic
     ms = (time.perf_counter() - t0) / max(1, len(xs)) * 1e3
     return {"mask_iou": float(np.mean(ious)), "box_recall": tp / n_true if n_true else float("nan"),
             "box_precision": tp / n_pred if n_pred else float("nan"), "frames": len(xs),
+            "false_per_frame": (n_pred - tp) / max(1, len(xs)),
             "containers": n_true, "ms_per_frame": ms}
 
 
@@ -211,6 +257,9 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print) -> dict
     from training.data import split_containers
 
     out_dir = Path(out_dir)
+    if cfg.uses_photos and not photos.available():
+        raise PhotosMissingError(f"segtrain: these settings use real photographs but {photos.photos_root()} has "
+                                 "none: run `make photos` first (or use --preset procedural)")
     run = RunDir(out_dir, cfg.to_dict(), outputs=(str(out_dir / "segmenter.pt"),), what="segmenter run",
                  elsewhere="another --out")
     done = run.begin({"settings": cfg.to_dict()}, resume)
@@ -221,16 +270,29 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print) -> dict
         train_ids, test_ids = split_containers(cfg.split)
         torch.manual_seed(cfg.seed)
         # render everything before torch starts its thread pools (forking after that can hang)
-        xs, ys, _, _ = make_frames(cfg, train_ids, cfg.train_frames, cfg.seed)
-        ex, ey, eboxes, _ = make_frames(cfg, test_ids, cfg.eval_frames, cfg.seed + 10_000)
+        xs, ys, _, _ = make_frames(cfg, train_ids, cfg.train_frames, cfg.seed, kind=None)
+        evals = {"procedural": make_frames(cfg, test_ids, cfg.eval_frames, cfg.seed + 10_000)}
+        if cfg.photo_eval_frames:
+            for kind in ("photo-val", "negative-val"):
+                evals[kind] = make_frames(cfg, test_ids, cfg.photo_eval_frames, cfg.seed + 20_000, kind=kind)
         model, header = _fit(cfg, run, xs, ys, train_ids, resume, log)
         save_checkpoint(out_dir / "segmenter.pt", model.state_dict(), header)
-        metrics = evaluate(model, ex, ey, eboxes, (cfg.frame_h, cfg.frame_w))
-    result = run.finish({"config": cfg.to_dict(), "test_containers": list(test_ids), "metrics": metrics})
-    log(f"[segtrain] {cfg.split} test containers {', '.join(test_ids)}: mask IoU {metrics['mask_iou']:.3f}, "
-        f"box recall@0.5 {metrics['box_recall']:.3f}, precision {metrics['box_precision']:.3f} "
-        f"({metrics['containers']} containers, {metrics['frames']} frames, {metrics['ms_per_frame']:.1f} ms/frame)")
+        metrics = {k: evaluate(model, ex, ey, eb, (cfg.frame_h, cfg.frame_w)) for k, (ex, ey, eb, _) in evals.items()}
+    result = run.finish({"config": cfg.to_dict(), "test_containers": list(test_ids), "metrics": metrics["procedural"],
+                         "photo_metrics": {k: v for k, v in metrics.items() if k != "procedural"}})
+    for kind, m in metrics.items():
+        log(f"[segtrain] {cfg.split} {kind} frames of test containers {', '.join(test_ids)}: " + describe_metrics(m))
     return result
+
+
+def describe_metrics(m: dict) -> str:
+    """One line of :func:`evaluate`'s metrics (false containers per frame where no container is true)."""
+    if not m["containers"]:
+        return (f"{m['false_per_frame']:.3f} false containers per frame ({m['frames']} frames without a "
+                f"container, {m['ms_per_frame']:.1f} ms/frame)")
+    return (f"mask IoU {m['mask_iou']:.3f}, box recall@0.5 {m['box_recall']:.3f}, precision "
+            f"{m['box_precision']:.3f} ({m['containers']} containers, {m['frames']} frames, "
+            f"{m['ms_per_frame']:.1f} ms/frame)")
 
 
 def run_from_args(args) -> int:
@@ -242,7 +304,7 @@ def run_from_args(args) -> int:
         if args.export:
             copy_file(out / "segmenter.pt", args.export)
             load_segnet(args.export)  # the exported file loads
-    except (RunError, WriteError, CheckpointError) as exc:
+    except (RunError, WriteError, CheckpointError, PhotosMissingError, PhotoIndexError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.export:
@@ -256,7 +318,9 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_settings_options(p, SegConfig, PRESETS, default="cpu", prefix="seg_",
                          preset_help="tiny: seconds (tests); cpu (default): the settings of "
-                                     "models/segmenter.pt, 1600 frames x 12 epochs at 320 x 240, about 13 min",
+                                     "models/segmenter.pt, 1600 frames x 12 epochs at 320 x 240 (45 %% in front of "
+                                     "real photographs, 20 %% photographs without a container: `make photos`); "
+                                     "procedural: the same without photographs",
                          description="override one value of the segmenter preset")
     g = add_run_options(p, runs=False, device=False, cache=False)
     g.add_argument("--out", default="", help="run directory (default runs/segmenter/<preset>/<split>)")

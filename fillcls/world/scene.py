@@ -17,6 +17,7 @@ from .background import background
 from .container import draw_container
 from .hands import draw_hand
 from .instances import FILLINGS, HAND_PROB, LEVEL_FRACTIONS, Instance, make_instance
+from . import photos
 from .lighting import draw_shadow, expose
 from .profiles import CONTAINERS, container_ids
 from .raster import as_rng as _rng
@@ -55,10 +56,27 @@ def _mask_annotations(drawn: list, hand_mask: np.ndarray | None, W: int, H: int)
     return anns
 
 
+def photo_backdrop(rng: np.random.Generator, img: np.ndarray, table_y: float | None, split: str,
+                   distractors: int) -> np.ndarray:
+    """``img`` (a :func:`background`, H x W x 3 float32) with a real photograph of ``split`` as the
+    wall above ``table_y`` (the whole frame without a table) and 0..``distractors`` photographic
+    cut-outs pasted on it (:mod:`.photos`; ``make photos``)."""
+    H, W = img.shape[:2]
+    top = H if table_y is None else int(min(H, max(0.0, table_y)))
+    frame = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    if top > 0:
+        frame[:top] = photos.background_crop(rng, W, H, split)[:top]
+    photos.paste_distractors(frame, rng, int(rng.integers(0, distractors + 1)), split)
+    return frame.astype(np.float32)
+
+
 def _render(rng: np.random.Generator, W: int, H: int, insts: list[Instance], table_y: float | None,
-            scale: float) -> tuple[np.ndarray, list[dict]]:
+            scale: float, photo_split: str | None = None, distractors: int = 3) -> tuple[np.ndarray, list[dict]]:
     """Render ``insts`` (already placed) on a W x H canvas; annotations with full-canvas masks."""
-    rgb, anns, _ = render_instances(background(rng, W, H, table_y, scale), insts, rng, table_y, scale)
+    img = background(rng, W, H, table_y, scale)
+    if photo_split is not None:
+        img = photo_backdrop(rng, img, table_y, photo_split, distractors)
+    rgb, anns, _ = render_instances(img, insts, rng, table_y, scale)
     return rgb, anns
 
 
@@ -108,7 +126,8 @@ def _place(rng: np.random.Generator, inst: Instance, width: int, height: int, ta
 
 def render_frame(seed, width: int = 640, height: int = 480, containers: Sequence[str] | None = None,
                  n_containers: int = 1, level: str | None = None, filling: str | None = None,
-                 view: int | None = None, hand_prob: float = HAND_PROB) -> tuple[np.ndarray, list[dict]]:
+                 view: int | None = None, hand_prob: float = HAND_PROB, photo_split: str | None = None,
+                 distractors: int = 3) -> tuple[np.ndarray, list[dict]]:
     """A camera frame (H x W x 3 uint8 RGB) with ``n_containers`` non-overlapping containers.
 
     ``containers`` restricts the ids that may appear (default: all eight). Returns the frame and
@@ -118,7 +137,9 @@ def render_frame(seed, width: int = 640, height: int = 480, containers: Sequence
     the mask covered by a hand), occluded, transparent, view. ``n_containers=0``: background only.
     Annotations are in drawing order (far to near); a container that cannot be placed without
     overlapping the others (after 60 tries at shrinking sizes) is left out. ``seed``: an int, a
-    sequence of ints or a ``numpy.random.Generator``.
+    sequence of ints or a ``numpy.random.Generator``. ``photo_split`` (``train`` / ``val``): the wall
+    is a real photograph of that split with up to ``distractors`` photographic cut-outs on it
+    (:func:`photo_backdrop`; needs ``make photos``); None (default): the procedural backdrop alone.
     """
     rng = _rng(seed)
     ids = container_ids(containers)
@@ -134,7 +155,7 @@ def render_frame(seed, width: int = 640, height: int = 480, containers: Sequence
             if _place(rng, inst, width, height, table_y, boxes):
                 insts.append(inst)
                 break
-    return _render(rng, width, height, insts, table_y, height * 0.35)
+    return _render(rng, width, height, insts, table_y, height * 0.35, photo_split, distractors)
 
 
 def _jittered_box(rng: np.random.Generator, box: tuple, box_jitter: float) -> tuple:

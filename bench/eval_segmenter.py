@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""The segmenter as the node runs it, on frames it never saw (issue 16 item 3).
+
+For one segmenter file (default: the shipped ``models/segmenter.onnx``, onnxruntime backend), with
+the node's own post-processing (``fillcls.segmentation.learned`` + ``select`` at the score
+threshold(s) given), on the *test* containers of ``--split`` (unseen shapes):
+
+* ``procedural``: 640 x 480 frames of the 2-D renderer (its own backdrops);
+* ``procedural+photo``: the same in front of held-out (``val``) photographs with cut-outs;
+* ``pbr``: path-traced 320 x 240 frames (Mitsuba 3, held-out photo backdrops; cached in
+  ``runs/cache``; slow: about 10 s a frame on 2 cores at 16 spp);
+* ``negatives``: held-out real photographs with cut-outs and no container at all (640 x 480).
+
+Prints box recall / precision at IoU 0.5, false containers per frame, and ms per 640 x 480
+frame (segmentation only), with the CPU model. Needs ``make photos``.
+
+    .venv/bin/python bench/eval_segmenter.py [--model models/segmenter.onnx] [--pbr 40] [--score 0.5,0.7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``) and core count."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or "unknown CPU"
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def pbr_frames(containers, n: int, spp: int, cache_dir: str, seed: int = 11):
+    """``n`` path-traced 320 x 240 frames (1-2 containers of ``containers``, val photo backdrops),
+    as (frames, boxes), cached per chunk of 10 in ``cache_dir``."""
+    from fillcls.atomic import atomic_path
+    from fillcls.world.pbr import PBR_VERSION, render_frame_pbr
+
+    frames, boxes = [], []
+    for start in range(0, n, 10):
+        path = os.path.join(cache_dir, f"pbr_frames_{'-'.join(containers)}_s{seed}_{start}_spp{spp}_v{PBR_VERSION}.npz")
+        if not os.path.exists(path):
+            rgbs, bxs = [], []
+            for i in range(start, min(n, start + 10)):
+                rng = np.random.default_rng([seed, i])
+                rgb, anns = render_frame_pbr(rng, 320, 240, containers, int(rng.integers(1, 3)), spp=spp, split="val")
+                rgbs.append(rgb)
+                bxs.append([list(a["box"]) for a in anns])
+            os.makedirs(cache_dir, exist_ok=True)
+            with atomic_path(path, suffix=".npz") as tmp:
+                np.savez(tmp, frames=np.stack(rgbs), boxes=json.dumps(bxs))
+            print(f"  rendered pbr frames {start}..{min(n, start + 10) - 1}", flush=True)
+        with np.load(path) as z:
+            frames += list(z["frames"])
+            boxes += json.loads(str(z["boxes"]))
+    return frames, [[tuple(b) for b in bx] for bx in boxes[:n]]
+
+
+def frame_sets(args, test_ids):
+    """{name: (frames, true boxes)} of the benchmark."""
+    from fillcls.world.photos import no_container_frame
+    from fillcls.world.render import render_frame
+
+    sets = {}
+    if args.procedural:
+        rows = [render_frame(np.random.default_rng([args.seed, i]), 640, 480, test_ids, 1 + i % 3)
+                for i in range(args.procedural)]
+        sets["procedural"] = ([r[0] for r in rows], [[a["box"] for a in r[1]] for r in rows])
+        rows = [render_frame(np.random.default_rng([args.seed + 1, i]), 640, 480, test_ids, 1 + i % 3,
+                             photo_split="val") for i in range(args.procedural)]
+        sets["procedural+photo"] = ([r[0] for r in rows], [[a["box"] for a in r[1]] for r in rows])
+    if args.pbr:
+        sets["pbr"] = pbr_frames(test_ids, args.pbr, args.spp, args.cache_dir)
+    if args.negatives:
+        sets["negatives"] = ([no_container_frame(np.random.default_rng([args.seed + 2, i]), "val")[0]
+                              for i in range(args.negatives)], [[] for _ in range(args.negatives)])
+    return sets
+
+
+def score(dets_per_frame, boxes_per_frame) -> dict:
+    """Box recall / precision at IoU 0.5 and false containers per frame."""
+    from fillcls.evaluation import iou
+
+    tp = n_true = n_pred = 0
+    for dets, boxes in zip(dets_per_frame, boxes_per_frame):
+        free = [d.box if hasattr(d, "box") else d.roi for d in dets]
+        n_true += len(boxes)
+        n_pred += len(free)
+        for b in boxes:
+            best = max(free, key=lambda d: iou(b, d), default=None)
+            if best is not None and iou(b, best) >= 0.5:
+                tp += 1
+                free.remove(best)
+    frames = max(1, len(boxes_per_frame))
+    return {"recall": tp / n_true if n_true else None, "precision": tp / n_pred if n_pred else None,
+            "false_per_frame": (n_pred - tp) / frames, "containers": n_true, "frames": len(boxes_per_frame)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=os.path.join(REPO, "models", "segmenter.onnx"))
+    ap.add_argument("--backend", default="auto", help="torch, onnxruntime or auto (by the file)")
+    ap.add_argument("--split", default="S1")
+    ap.add_argument("--procedural", type=int, default=100, help="frames of each procedural set (0: skip)")
+    ap.add_argument("--pbr", type=int, default=40, help="path-traced frames (0: skip)")
+    ap.add_argument("--negatives", type=int, default=100, help="no-container photo frames (0: skip)")
+    ap.add_argument("--spp", type=int, default=16)
+    ap.add_argument("--score", default="0.5", help="segmentation score thresholds (comma-separated)")
+    ap.add_argument("--max-containers", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=500)
+    ap.add_argument("--cache-dir", default=os.path.join(REPO, "runs", "cache"))
+    ap.add_argument("--json", default="")
+    args = ap.parse_args(argv)
+
+    from fillcls import segmentation
+    from fillcls.world.containers import split_containers
+    from fillcls.world.photos import PhotosMissingError, available
+
+    if not available():
+        print("error: no photographs: run `make photos` first", file=sys.stderr)
+        return 2
+    test_ids = list(split_containers(args.split)[1])
+    try:
+        sets = frame_sets(args, test_ids)
+    except PhotosMissingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    seg = segmentation.make_segmenter("learned", model=args.model, inference_backend=args.backend, threads=0)
+    print(f"# segmenter {args.model} on {args.split}'s test containers {', '.join(test_ids)}; CPU: {cpu_model()}")
+    raw, ms = {}, []
+    for name, (frames, _) in sets.items():
+        dets = []
+        for rgb in frames:
+            t0 = time.perf_counter()
+            dets.append(seg(rgb))
+            if rgb.shape[:2] == (480, 640):
+                ms.append((time.perf_counter() - t0) * 1e3)
+        raw[name] = dets
+    results = {"model": args.model, "split": args.split, "cpu": cpu_model(),
+               "ms_per_640x480_frame_p50": float(np.median(ms)) if ms else None, "sets": {}}
+    print("| score threshold | frames | containers | box recall@0.5 | precision | false containers / frame |")
+    print("|---|---|---:|---:|---:|---:|")
+    for thr in [float(v) for v in args.score.split(",")]:
+        for name, (frames, boxes) in sets.items():
+            chosen = [segmentation.select(d, thr, args.max_containers) for d in raw[name]]
+            s = score(chosen, boxes)
+            results["sets"][f"{name}@{thr:g}"] = s
+            pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+            print(f"| {thr:g} | {name} ({s['frames']}) | {s['containers']} | {pct(s['recall'])} | "
+                  f"{pct(s['precision'])} | {s['false_per_frame']:.3f} |")
+    print(f"segmentation p50 {results['ms_per_640x480_frame_p50']:.1f} ms per 640 x 480 frame")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
