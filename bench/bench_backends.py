@@ -8,6 +8,12 @@ README's 1 198 crops) and top-1 agreement with torch fp32, time from process sta
 answer on a frame and the RSS of that process (a fresh subprocess per configuration).
 
     .venv/bin/python bench/bench_backends.py [--threads 2] [--repeats 30] [--skip-accuracy]
+    .venv/bin/python bench/bench_backends.py --int8-variants   # the int8 calibration study only
+
+``--int8-variants`` quantises the shipped model in each of the ways tried for the int8 default
+(calibration method and size, percentile, per-channel weights, QDQ / QOperator, fp32 first conv
+and fc, symmetric activations, reduce_range, quant_pre_process) and prints agreement with torch
+fp32, accuracy and forward time of each on S1's test crops (calibration: training crops only).
 
 The node end to end per backend: ``bench/bench_node.py --inference-backend onnxruntime --precision int8``.
 """
@@ -78,7 +84,8 @@ def make_models(tmp: str, threads: int) -> dict:
     out = {}
     for name, pt in models.items():
         onnx_path = os.path.join(tmp, os.path.basename(pt)[:-3] + ".onnx")
-        export_onnx(pt, onnx_path, int8=True, calibration_crops=128)
+        # the shipped model as `export --int8` writes it; the random one is timed only
+        export_onnx(pt, onnx_path, int8=True, **({"calibration_crops": 64} if pt == rnd else {}))
         out[name] = (pt, onnx_path)
     return out
 
@@ -129,11 +136,80 @@ def start_to_first_answer(model: str, backend: str, precision: str, threads: int
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+INT8_VARIANTS = (  # (label, quantize_static options); "ends": first conv and fc kept in fp32
+    ("min-max, 256", dict(method="MinMax", n=256)),
+    ("entropy, 256", dict(method="Entropy", n=256)),
+    ("percentile 99.99, 256 (previous default)", dict(n=256, pct=99.99)),
+    ("percentile 99.999, 256", dict(n=256, pct=99.999)),
+    ("percentile 99.9, 256", dict(n=256, pct=99.9)),
+    ("percentile 99.99, 256, per-tensor weights", dict(n=256, pct=99.99, per_channel=False)),
+    ("percentile 99.99, 256, QOperator", dict(n=256, pct=99.99, fmt="QOperator")),
+    ("percentile 99.99, 256, no quant_pre_process", dict(n=256, pct=99.99, pre=False)),
+    ("percentile 99.99, 256, symmetric activations", dict(n=256, pct=99.99, sym=True)),
+    ("percentile 99.99, 256, reduce_range", dict(n=256, pct=99.99, reduce_range=True)),
+    ("percentile 99.99, 256, ends fp32", dict(n=256, pct=99.99, ends=True)),
+    ("percentile 99.9, 256, ends fp32", dict(n=256, pct=99.9, ends=True)),
+    ("percentile 99.9, 1024, ends fp32 (export --int8)", dict(n=1024, pct=99.9, ends=True)),
+)
+
+
+def int8_variants(threads: int, repeats: int) -> None:
+    """Quantise the shipped model in each way of INT8_VARIANTS and print a table: top-1 agreement
+    with torch fp32 and accuracy on S1's test crops, batch-1 forward."""
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from fillcls import backends
+    from training.onnx_export import calibration_set, export_onnx
+
+    tmp = tempfile.mkdtemp(prefix="bench_int8_")
+    src, pre = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "pre.onnx")
+    export_onnx(os.path.join(REPO, "models", "default.pt"), src, fp16_weights=False)  # weights as initializers
+    quant_pre_process(src, pre, skip_symbolic_shape=True)
+    crops, labels = s1_test_crops()
+    calib = calibration_set(64, 1024)
+    torch_runner, _ = backends.load_classifier_runner(os.path.join(REPO, "models", "default.pt"), "torch")
+    ref = np.concatenate([torch_runner(crops[i:i + 64]).argmax(1) for i in range(0, len(crops), 64)])
+    print(f"torch fp32: accuracy {100 * (ref == labels).mean():.2f} % of {len(labels)}")
+    print("\n| int8 variant | agreement | accuracy | forward (64 px) |\n|---|---:|---:|---:|")
+    for label, v in INT8_VARIANTS:
+        model = pre if v.get("pre", True) else src
+        batches = iter([calib[i:i + 16] for i in range(0, v["n"], 16)])
+
+        class Reader(CalibrationDataReader):
+            def get_next(self):
+                b = next(batches, None)
+                return None if b is None else {"image": b}
+
+        out = os.path.join(tmp, "q.onnx")
+        extra = {"ActivationSymmetric": v.get("sym", False)}
+        if v.get("method", "Percentile") == "Percentile":
+            extra["CalibPercentile"] = v["pct"]
+        quantize_static(model, out, Reader(), quant_format=getattr(QuantFormat, v.get("fmt", "QDQ")),
+                        per_channel=v.get("per_channel", True), reduce_range=v.get("reduce_range", False),
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, v.get("method", "Percentile")),
+                        nodes_to_exclude=backends._fp32_ends(onnx.load(model)) if v.get("ends") else [],
+                        extra_options=extra)
+        m = onnx.load(out)
+        backends.set_metadata(m, backends.read_onnx_header(src)[0], "int8")
+        onnx.save(m, out)
+        runner = backends.OrtRunner(out, threads=threads)
+        pred = np.concatenate([runner(crops[i:i + 64]).argmax(1) for i in range(0, len(crops), 64)])
+        ms = median_ms(runner, crops[:1], repeats)
+        print(f"| {label} | {100 * (pred == ref).mean():.2f} % | {100 * (pred == labels).mean():.2f} % | "
+              f"{ms:.1f} ms |", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--int8-variants", action="store_true", help="only the int8 calibration study")
     args = ap.parse_args(argv)
     import numpy as np
     import onnxruntime as ort
@@ -148,6 +224,9 @@ def main(argv=None) -> int:
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical), torch capability "
           f"{torch.backends.cpu.get_cpu_capability()}, bf16: {bf16} ({why}); onnxruntime {ort.__version__} "
           f"providers {ort.get_available_providers()}")
+    if args.int8_variants:
+        int8_variants(args.threads, args.repeats)
+        return 0
     print(f"fp32 sgemm peak ({args.threads} threads): {gflops:.0f} GFLOP/s -> ResNet-18 224 px limit "
           f"{limit_ms:.1f} ms (target: forward <= 2.5 x = {2.5 * limit_ms:.1f} ms)")
     tmp = tempfile.mkdtemp(prefix="bench_backends_")

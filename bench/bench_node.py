@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         from training.onnx_export import export_onnx
 
         onnx_model = os.path.join(tmp, os.path.basename(model)[:-3] + ".onnx")
-        export_onnx(model, onnx_model, int8=args.precision == "int8", calibration_crops=128)
+        export_onnx(model, onnx_model, int8=args.precision == "int8", calibration_crops=128)  # speed only
         model = onnx_model
     forward = bare_forward(model, args.size, args.threads, backend=args.inference_backend, precision=args.precision)
     print(f"bare forward (batch 1, {args.size} px, {args.threads} threads, {args.inference_backend} "
@@ -205,6 +205,8 @@ def main(argv=None) -> int:
     print(f"frames received by node: {received} ({received / elapsed:.1f} Hz)")
     print(f"frames published:        {published} ({published / elapsed:.1f} Hz); at probe {len(latencies)} "
           f"({rate:.1f} Hz)")
+    print(f"answered {rate:.1f} of the camera's {args.rate:g} Hz ({100 * rate / args.rate:.0f} %); latency "
+          f"trend {1e3 * (late - early):+.1f} ms from the first to the last third (growing: a backlog)")
     print(f"e2e latency ms: p50 {p50 * 1e3:.1f}  p95 {pct(latencies, 95) * 1e3:.1f}  "
           f"p99 {pct(latencies, 99) * 1e3:.1f}  (first third {early * 1e3:.1f}, last third {late * 1e3:.1f})")
     print(f"node CPU: {100 * (cpu1 - cpu0) / elapsed:.0f} % (of one core)   RSS: {rss:.0f} MiB (max {rss_max:.0f})")

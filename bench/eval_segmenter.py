@@ -160,7 +160,8 @@ def main(argv=None) -> int:
             pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
             print(f"| {thr:g} | {name} ({s['frames']}) | {s['containers']} | {pct(s['recall'])} | "
                   f"{pct(s['precision'])} | {s['false_per_frame']:.3f} |")
-    print(f"segmentation p50 {results['ms_per_640x480_frame_p50']:.1f} ms per 640 x 480 frame")
+    if ms:
+        print(f"segmentation p50 {results['ms_per_640x480_frame_p50']:.1f} ms per 640 x 480 frame")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -117,6 +117,13 @@ def test_int8_runs_and_mostly_agrees(onnx_pair, tmp_path):
     got = runner(x)
     assert got.shape == ref.shape and np.allclose(got.sum(1), 1, atol=1e-4)
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.75  # random weights: a loose bound
+    import onnx
+
+    model = onnx.load(q)
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert convs[0].input[1] not in dq_outputs and convs[-1].input[1] not in dq_outputs  # fp32 ends
+    assert any(n.input[1] in dq_outputs for n in convs[1:-1])  # the rest is int8
     with pytest.raises(spec.CheckpointError, match="tiny.int8.onnx not found"):
         backends.OrtRunner(onnx_path, precision="int8")
 

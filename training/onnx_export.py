@@ -5,7 +5,7 @@
 images in [0, 1], N x 3 x H x W, dynamic batch), the fillcls header is in the model's
 metadata_props (classes, input size, model id), and with ``fp16_weights`` the weights are stored
 as float16 with Cast-to-float32 nodes that onnxruntime folds at load (half the file size, fp32
-compute). ``int8=True`` also writes ``<stem>.int8.onnx``: static QDQ quantisation calibrated on
+compute). ``int8=True`` also writes ``<stem>.int8.onnx``: static QDQ quantisation calibrated on 1,024
 procedural crops of the split's training containers (:func:`fillcls.backends.quantize_int8`).
 """
 
@@ -63,7 +63,7 @@ def fp16_initializers(model, min_elements: int = 16) -> None:
 
 
 def export_onnx(checkpoint: str, out_path: str, opset: int = DEFAULT_OPSET, fp16_weights: bool | None = None,
-                int8: bool = False, calibration_crops: int = 256, calibration_split: str = "S1",
+                int8: bool = False, calibration_crops: int = 1024, calibration_split: str = "S1",
                 seed: int = 0) -> list[str]:
     """Export the project checkpoint ``checkpoint`` (classifier or segmenter) to ``out_path``.
 
