@@ -4,7 +4,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_shm.xml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench models clean photos
+.PHONY: setup demo test bench models model-card clean photos
 setup:
 	bash scripts/setup_env.sh
 
@@ -33,6 +33,27 @@ models: setup
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id fillcls-default-S1-ST-64px --format onnx \
 		--int8 --out models/default.onnx
 	$(PY) -m training.onnx_export models/segmenter.pt models/segmenter.onnx
+
+# The measurements of docs/model_card.md (about 2 h on 2 CPU cores; needs `make photos`): an
+# in-house robust source at 64 px (fractals, L2-PGD eps 0.5), AT->FT (L = 1) from it on S1 at the
+# default model's size, the default ST model and the AT->FT one side by side on S1's unseen
+# containers of both renderers (clean, PGD, corruptions), the cpu study's ST and AT->FT on all three
+# splits, and the shipped segmenter vs one retrained with the real photographs.
+model-card: setup photos
+	$(PY) -m training pretrain --preset cpu --size 64 --eps 0.5 --out runs/sources/default64
+	$(PY) -m training train --preset cpu --split S1 --size 64 --n-samples 4800 --epochs 10 \
+		--samples-per-epoch 3200 --eval-max 0 --tag default64-ft --source-dir runs/sources/default64 \
+		--strategy AT-FT --eps-source 0.5
+	$(PY) -m training compare models/default.pt runs/cpu-default64-ft/S1/AT-FT_L1_es0.5_et0/model.pt \
+		--preset cpu --size 64 --n-samples 4800 --eval-max 0 --pbr 320 --json runs/compare_64.json
+	$(PY) -m training pretrain --preset cpu --eps 0 0.5
+	for s in S1 S2 S3; do $(PY) -m training train --preset cpu --split $$s --strategy ST && \
+		$(PY) -m training train --preset cpu --split $$s --strategy AT-FT --eps-source 0.5 || exit 1; done
+	$(PY) -m training compare $(foreach s,S1 S2 S3,runs/cpu/$(s)/ST_et0/model.pt runs/cpu/$(s)/AT-FT_L1_es0.5_et0/model.pt) \
+		--preset cpu --pbr 320 --json runs/compare_cpu32.json
+	$(PY) -m training segtrain --preset photos --split S1
+	$(PY) bench/eval_segmenter.py --model models/segmenter.onnx --json runs/seg_shipped.json
+	$(PY) bench/eval_segmenter.py --model runs/segmenter/photos/S1/segmenter.pt --backend torch --json runs/seg_photos.json
 
 # Real photographs from Debian packages (backgrounds, distractor cut-outs, no-container
 # negatives) -> data/photos/, never committed; sources and licences in docs/data.md.

@@ -119,6 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--spp", type=int, default=16)
     ap.add_argument("--score", default="0.5", help="segmentation score thresholds (comma-separated)")
     ap.add_argument("--max-containers", type=int, default=5)
+    ap.add_argument("--mask-threshold", type=float, default=0.5, help="the node's segmentation_mask_threshold")
     ap.add_argument("--seed", type=int, default=500)
     ap.add_argument("--cache-dir", default=os.path.join(REPO, "runs", "cache"))
     ap.add_argument("--json", default="")
@@ -137,8 +138,9 @@ def main(argv=None) -> int:
     except PhotosMissingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    seg = segmentation.make_segmenter("learned", model=args.model, inference_backend=args.backend, threads=0)
-    print(f"# segmenter {args.model} on {args.split}'s test containers {', '.join(test_ids)}; CPU: {cpu_model()}")
+    seg = segmentation.make_segmenter("learned", model=args.model, inference_backend=args.backend, threads=0,
+                                      mask_threshold=args.mask_threshold)
+    print(f"# segmenter {args.model} (mask threshold {args.mask_threshold:g}) on {args.split}'s test containers {', '.join(test_ids)}; CPU: {cpu_model()}")
     raw, ms = {}, []
     for name, (frames, _) in sets.items():
         dets = []

@@ -30,7 +30,8 @@ def test_corruptions_change_images_deterministically():
 def test_compare_command(tmp_path, capsys):
     ckpt = make_checkpoint(tmp_path / "m.pt", input_size=16, training={"split": "S2", "strategy": "ST"})
     out = tmp_path / "cmp.json"
-    assert cli.main(["compare", ckpt, "--preset", "tiny", "--runs", str(tmp_path / "runs"), "--json", str(out)]) == 0
+    runs = ["--runs", str(tmp_path / "runs"), "--n-samples", "56"]  # own data: other tests check the cache
+    assert cli.main(["compare", ckpt, "--preset", "tiny", *runs, "--json", str(out)]) == 0
     table = capsys.readouterr().out
     assert "| S2 | ST | procedural |" in table
     rows = json.loads(out.read_text())["rows"]
@@ -38,6 +39,6 @@ def test_compare_command(tmp_path, capsys):
     assert all(0 <= rows[0][k] <= 1 for k in ("clean", "pgd", "corruption_mean", *CORRUPTIONS))
     assert set(rows[0]["per_container"]) <= {"C5", "C6", "C8"}  # S2's unseen containers only
     bad = make_checkpoint(tmp_path / "nosplit.pt", input_size=16)
-    assert cli.main(["compare", bad, "--preset", "tiny", "--runs", str(tmp_path / "runs")]) == 2
+    assert cli.main(["compare", bad, "--preset", "tiny", *runs]) == 2
     assert "names no split" in capsys.readouterr().err
     assert np.isfinite(rows[0]["clean"])

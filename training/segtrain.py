@@ -87,13 +87,14 @@ class SegConfig(Settings):
             raise ValueError("photo_eval_frames must be >= 0")
 
 
-#: ``cpu`` (default): the settings of ``models/segmenter.pt`` (real photographs: ``make photos``);
-#: ``procedural``: the same without photographs; ``tiny``: seconds, for the tests.
+#: ``cpu`` (default): the settings of ``models/segmenter.pt`` (procedural frames only); ``photos``:
+#: the same with 45 % of the frames in front of real photographs and 20 % photographs without a
+#: container (``make photos``; measured worse so far: docs/model_card.md); ``tiny``: seconds, tests.
 PRESETS: dict[str, SegConfig] = {
     "tiny": SegConfig().replace(train_frames=24, eval_frames=8, epochs=2, batch_size=8, width=8,
                                 input_h=60, input_w=80, frame_w=320, frame_h=240),
-    "procedural": SegConfig(),
-    "cpu": SegConfig(photo_frames=0.45, negative_frames=0.2, photo_eval_frames=100),
+    "cpu": SegConfig(),
+    "photos": SegConfig(photo_frames=0.45, negative_frames=0.2, photo_eval_frames=100),
 }
 #: What a frame of :func:`make_frames` shows: the procedural scene, the scene in front of a photo of
 #: the ``train`` / ``val`` split, or a photo of that split with cut-outs and no container.
@@ -259,7 +260,7 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print) -> dict
     out_dir = Path(out_dir)
     if cfg.uses_photos and not photos.available():
         raise PhotosMissingError(f"segtrain: these settings use real photographs but {photos.photos_root()} has "
-                                 "none: run `make photos` first (or use --preset procedural)")
+                                 "none: run `make photos` first (or use --preset cpu)")
     run = RunDir(out_dir, cfg.to_dict(), outputs=(str(out_dir / "segmenter.pt"),), what="segmenter run",
                  elsewhere="another --out")
     done = run.begin({"settings": cfg.to_dict()}, resume)
@@ -318,9 +319,9 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_settings_options(p, SegConfig, PRESETS, default="cpu", prefix="seg_",
                          preset_help="tiny: seconds (tests); cpu (default): the settings of "
-                                     "models/segmenter.pt, 1600 frames x 12 epochs at 320 x 240 (45 %% in front of "
-                                     "real photographs, 20 %% photographs without a container: `make photos`); "
-                                     "procedural: the same without photographs",
+                                     "models/segmenter.pt, 1600 procedural frames x 12 epochs at 320 x 240, about "
+                                     "13 min; photos: the same with 45 %% of the frames in front of real photographs "
+                                     "and 20 %% photographs without a container (`make photos`)",
                          description="override one value of the segmenter preset")
     g = add_run_options(p, runs=False, device=False, cache=False)
     g.add_argument("--out", default="", help="run directory (default runs/segmenter/<preset>/<split>)")
