@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -35,6 +34,7 @@ from dataclasses import replace
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench_backends import cpu_model as _cpu_name  # noqa: E402
 from fillcls.inference import EstimatorConfig, FillingEstimator  # noqa: E402
 from fillcls.paths import packaged_model  # noqa: E402
 from fillcls.spec import CLASSES  # noqa: E402
@@ -45,14 +45,8 @@ from fillcls.world.sequences import KINDS, make_sequence  # noqa: E402
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    """The CPU's model name and core count."""
+    return f"{_cpu_name()} ({os.cpu_count()} cores)"
 
 
 def run_sequence(estimator, seq, config: TrackerConfig) -> Run:

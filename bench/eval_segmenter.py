@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -31,15 +30,12 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench_backends import cpu_model as _cpu_name  # noqa: E402
+
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``) and core count."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, {os.cpu_count()} cores"
+    """The CPU's model name and core count."""
+    return f"{_cpu_name()}, {os.cpu_count()} cores"
 
 
 def pbr_frames(containers, n: int, spp: int, cache_dir: str, seed: int = 11):
@@ -91,18 +87,13 @@ def frame_sets(args, test_ids):
 
 def score(dets_per_frame, boxes_per_frame) -> dict:
     """Box recall / precision at IoU 0.5 and false containers per frame."""
-    from fillcls.evaluation import iou
+    from fillcls.evaluation import count_matches
 
     tp = n_true = n_pred = 0
     for dets, boxes in zip(dets_per_frame, boxes_per_frame):
-        free = [d.box if hasattr(d, "box") else d.roi for d in dets]
         n_true += len(boxes)
-        n_pred += len(free)
-        for b in boxes:
-            best = max(free, key=lambda d: iou(b, d), default=None)
-            if best is not None and iou(b, best) >= 0.5:
-                tp += 1
-                free.remove(best)
+        n_pred += len(dets)
+        tp += count_matches(boxes, [d.box for d in dets])
     frames = max(1, len(boxes_per_frame))
     return {"recall": tp / n_true if n_true else None, "precision": tp / n_pred if n_pred else None,
             "false_per_frame": (n_pred - tp) / frames, "containers": n_true, "frames": len(boxes_per_frame)}

@@ -31,6 +31,18 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def count_matches(true_boxes, pred_boxes, min_iou: float = 0.5) -> int:
+    """True boxes matched, in order, each to the still-free predicted box of highest IoU when that
+    IoU is at least ``min_iou`` (boxes: x0, y0, x1, y1)."""
+    free, matched = list(pred_boxes), 0
+    for b in true_boxes:
+        best = max(free, key=lambda d: iou(b, d), default=None)
+        if best is not None and iou(b, best) >= min_iou:
+            matched += 1
+            free.remove(best)
+    return matched
+
+
 @dataclass
 class FrameResult:
     """One answered frame: true and predicted levels per true container (pred None = not found)."""

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 
 import numpy as np
 
 from fillcls_ros.processes import BIN, RosProcess  # noqa: F401
+
+
+def run_console(*args, timeout: float = 240):
+    """Run the console script ``args[0]`` of this venv with ``args[1:]``; ``(return code, stdout + stderr)``."""
+    proc = subprocess.run([os.path.join(BIN, args[0]), *args[1:]], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return proc.returncode, proc.stdout + proc.stderr
 
 
 class NodeProcess(RosProcess):

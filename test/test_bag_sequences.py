@@ -2,10 +2,7 @@
 ground truth with identities and true percentages, and the fused figures of a node (tiny model)."""
 
 import math
-import os
 import re
-import subprocess
-import sys
 
 from fillcls_msgs.msg import FillingLevelArray
 from rclpy.serialization import deserialize_message
@@ -13,15 +10,9 @@ from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CameraInfo, Image
 
 from fillcls_ros.bag import bag_sequences, main
+from rosutil import run_console
 
-BIN = os.path.dirname(sys.executable)
 FRAMES = 6
-
-
-def run(*args, timeout=240):
-    proc = subprocess.run([os.path.join(BIN, args[0]), *args[1:]], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 def _messages(bag, topic, cls):
@@ -32,7 +23,7 @@ def _messages(bag, topic, cls):
 
 def test_record_sequences_and_evaluate_the_fused_level(tmp_path, tiny_model):
     bag = tmp_path / "seq_bag"
-    rc, out = run("fillcls-bag", "record-sequences", str(bag), "--kinds", "filling,static", "--frames",
+    rc, out = run_console("fillcls-bag", "record-sequences", str(bag), "--kinds", "filling,static", "--frames",
                   str(FRAMES), "--width", "160", "--height", "120")
     assert rc == 0, out
     n = 2 * FRAMES
@@ -67,12 +58,12 @@ def test_record_sequences_and_evaluate_the_fused_level(tmp_path, tiny_model):
     info = _messages(bag, "/camera_info", CameraInfo)[0][1]
     assert info.k[0] > 0 and info.k[8] == 1.0 and info.width == 160
 
-    rc, out = run("fillcls-bag", "info", str(bag))
+    rc, out = run_console("fillcls-bag", "info", str(bag))
     assert rc == 0 and f"sequence filling seed 0: {FRAMES} frames at 5 fps" in out, out
     assert f"sequence static seed 0: {FRAMES} frames at 5 fps" in out, out
 
     # a random tiny classifier: the figures are meaningless, the plumbing is not
-    rc, out = run("fillcls-bag", "evaluate", str(bag), "--model", tiny_model, "--segmentation-backend", "full_frame")
+    rc, out = run_console("fillcls-bag", "evaluate", str(bag), "--model", tiny_model, "--segmentation-backend", "full_frame")
     assert rc == 0, out
     assert f"frames answered: {n}," in out, out
     assert "per-frame vs fused (tracked) level" in out and "no track ids" not in out, out

@@ -5,26 +5,17 @@ every streamed frame must be answered and scored, the bag must hold every topic,
 replay must score the same frames again.
 """
 
-import os
 import re
-import subprocess
-import sys
 
 from fillcls_ros.bag import bag_info
+from rosutil import run_console
 
-BIN = os.path.dirname(sys.executable)
 FRAMES = 6
-
-
-def run(*args, timeout=240):
-    proc = subprocess.run([os.path.join(BIN, args[0]), *args[1:]], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 def test_demo_streams_scores_records_and_replays(tmp_path, tiny_model):
     bag, png = tmp_path / "demo_bag", tmp_path / "debug.png"
-    rc, out = run("fillcls-demo", "--frames", str(FRAMES), "--rate", "2", "--split", "S2",
+    rc, out = run_console("fillcls-demo", "--frames", str(FRAMES), "--rate", "2", "--split", "S2",
                   "--model", tiny_model, "--segmentation-backend", "threshold", "--width", "320",
                   "--height", "240", "--record", str(bag), "--debug-image", str(png))
     assert rc == 0, out
@@ -48,7 +39,7 @@ def test_demo_streams_scores_records_and_replays(tmp_path, tiny_model):
     assert info["/filling_level"][1] == answered
 
     # the replay sends one frame at a time and waits for its answer: every frame is scored
-    rc, out = run("fillcls-bag", "evaluate", str(bag), "--model", tiny_model,
+    rc, out = run_console("fillcls-bag", "evaluate", str(bag), "--model", tiny_model,
                   "--segmentation-backend", "threshold")
     assert rc == 0, out
     assert f"frames answered: {FRAMES}," in out, out
@@ -56,9 +47,9 @@ def test_demo_streams_scores_records_and_replays(tmp_path, tiny_model):
 
 
 def test_demo_names_a_missing_source_and_model(tmp_path):
-    rc, out = run("fillcls-demo", "--source", str(tmp_path / "nope"))
+    rc, out = run_console("fillcls-demo", "--source", str(tmp_path / "nope"))
     assert rc == 2 and "nope: no such file or folder" in out
-    rc, out = run("fillcls-demo", "--model", str(tmp_path / "missing.pt"), "--frames", "1")
+    rc, out = run_console("fillcls-demo", "--model", str(tmp_path / "missing.pt"), "--frames", "1")
     assert rc == 1 and "missing.pt" in out
 
 

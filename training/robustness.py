@@ -19,6 +19,7 @@ blur, brightness, JPEG. Prints a markdown table; ``--json`` keeps every figure.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -95,24 +96,16 @@ def pbr_test_set(containers: Sequence[str], size: int, n: int, cache_dir: str, s
     return CropSet(images=x, labels=y[keep], containers=[metas[i]["container"] for i in keep], classes=list(CLASSES))
 
 
-def _accuracy(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
-    from fillcls import core
-
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(core.to_float(images[s:s + batch_size])).argmax(1)
-                          for s in range(0, len(images), batch_size)])
-    return float((pred == labels).float().mean())
-
-
 def score(model, test_set, eps: float, preset, severity: int = 3) -> dict:
     """Clean / PGD / corruption accuracies of ``model`` on one CropSet."""
     from training import engine
 
-    m = engine.evaluate(model, test_set, eps=eps, **engine.eval_options(preset))
+    options = engine.eval_options(preset)
+    m = engine.evaluate(model, test_set, eps=eps, **options)
     row = {"n": len(test_set), "clean": m["acc"], "pgd": m["robust_acc"], "per_container": m["per_container"]}
     for kind in CORRUPTIONS:
-        row[kind] = _accuracy(model, corrupt(test_set.images, kind, severity), test_set.labels)
+        corrupted = dataclasses.replace(test_set, images=corrupt(test_set.images, kind, severity))
+        row[kind] = engine.evaluate(model, corrupted, **options)["acc"]
     row["corruption_mean"] = float(np.mean([row[k] for k in CORRUPTIONS]))
     return row
 

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 
 from fillcls.atomic import WriteError
 from fillcls.core import CheckpointError, read_checkpoint, save_checkpoint
-from fillcls.evaluation import iou
-from fillcls.world.photos import PhotoIndexError, PhotosMissingError
+from fillcls.evaluation import count_matches
 from fillcls.segnet import FillSegNet, frame_to_input, instances, load_segnet, segmenter_header
 from fillcls.world import photos
 from fillcls.world.photos import PhotoIndexError, PhotosMissingError
@@ -177,14 +176,9 @@ def evaluate(model, xs, ys, boxes, frame_hw, mask_threshold: float = 0.5) -> dic
         fg, gt = prob >= mask_threshold, ys[i].numpy() >= 128
         union = (fg | gt).sum()
         ious.append((fg & gt).sum() / union if union else 1.0)
-        free = [d[0] for d in dets]
         n_true += len(boxes[i])
         n_pred += len(dets)
-        for b in boxes[i]:
-            best = max(free, key=lambda d: iou(b, d), default=None)
-            if best is not None and iou(b, best) >= 0.5:
-                tp += 1
-                free.remove(best)
+        tp += count_matches(boxes[i], [d[0] for d in dets])
     ms = (time.perf_counter() - t0) / max(1, len(xs)) * 1e3
     return {"mask_iou": float(np.mean(ious)), "box_recall": tp / n_true if n_true else float("nan"),
             "box_precision": tp / n_pred if n_pred else float("nan"), "frames": len(xs),
