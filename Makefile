@@ -34,11 +34,13 @@ models: setup
 		--int8 --out models/default.onnx
 	$(PY) -m training.onnx_export models/segmenter.pt models/segmenter.onnx
 
-# The measurements of docs/model_card.md (about 2 h on 2 CPU cores; needs `make photos`): an
+# The measurements of docs/model_card.md (about 4 h on 2 CPU cores; needs `make photos`): an
 # in-house robust source at 64 px (fractals, L2-PGD eps 0.5), AT->FT (L = 1) from it on S1 at the
 # default model's size, the default ST model and the AT->FT one side by side on S1's unseen
 # containers of both renderers (clean, PGD, corruptions), the cpu study's ST and AT->FT on all three
-# splits, and the shipped segmenter vs one retrained with the real photographs.
+# splits, the shipped segmenter vs ones retrained with the real photographs (and path-traced
+# frames), and the renderer study: ST at 64 px on 2 400 crops of each renderer and on both.
+XR_ARGS := --preset cpu --split S1 --strategy ST --size 64 --epochs 8 --samples-per-epoch 3200 --eval-max 0
 model-card: setup photos
 	$(PY) -m training pretrain --preset cpu --size 64 --eps 0.5 --out runs/sources/default64
 	$(PY) -m training train --preset cpu --split S1 --size 64 --n-samples 4800 --epochs 10 \
@@ -52,8 +54,16 @@ model-card: setup photos
 	$(PY) -m training compare $(foreach s,S1 S2 S3,runs/cpu/$(s)/ST_et0/model.pt runs/cpu/$(s)/AT-FT_L1_es0.5_et0/model.pt) \
 		--preset cpu --pbr 320 --json runs/compare_cpu32.json
 	$(PY) -m training segtrain --preset photos --split S1
-	$(PY) bench/eval_segmenter.py --model models/segmenter.onnx --json runs/seg_shipped.json
-	$(PY) bench/eval_segmenter.py --model runs/segmenter/photos/S1/segmenter.pt --backend torch --json runs/seg_photos.json
+	$(PY) -m training segtrain --preset mix --split S1
+	$(PY) bench/eval_segmenter.py --model models/segmenter.onnx --pbr 60 --json runs/seg_shipped.json
+	$(PY) bench/eval_segmenter.py --model runs/segmenter/photos/S1/segmenter.pt --backend torch --pbr 60 --json runs/seg_photos.json
+	$(PY) bench/eval_segmenter.py --model runs/segmenter/mix/S1/segmenter.pt --backend torch --pbr 60 --json runs/seg_mix.json
+	$(PY) -m training.data generate --n 2400 --size 64 --seed 21 --out runs/xr/proc64
+	$(PY) -m training.data generate --renderer pbr --n 2400 --size 64 --spp 16 --seed 21 --out runs/xr/pbr64
+	$(PY) -m training.data merge runs/xr/mix64/manifest.csv runs/xr/proc64/manifest.csv runs/xr/pbr64/manifest.csv
+	for d in proc64 pbr64 mix64; do $(PY) -m training train $(XR_ARGS) --data runs/xr/$$d/manifest.csv --tag xr-$$d || exit 1; done
+	$(PY) -m training compare $(foreach d,proc64 pbr64 mix64,runs/cpu-xr-$(d)/S1/ST_et0/model.pt) \
+		--preset cpu --size 64 --n-samples 4800 --eval-max 0 --pbr 320 --json runs/compare_xr.json
 
 # Real photographs from Debian packages (backgrounds, distractor cut-outs, no-container
 # negatives) -> data/photos/, never committed; sources and licences in docs/data.md.

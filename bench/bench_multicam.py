@@ -45,9 +45,11 @@ def image_messages(frames: list, camera: int) -> list:
     """sensor_msgs/Image of each frame, frame_id ``cam<camera>`` (the stamp is set when published)."""
     from sensor_msgs.msg import Image
 
+    from fillcls.image_codec import rgb_to_image_fields
+
     out = []
     for rgb in frames:
-        m = Image(height=HEIGHT, width=WIDTH, encoding="rgb8", is_bigendian=0, step=WIDTH * 3, data=rgb.tobytes())
+        m = Image(**rgb_to_image_fields(rgb))
         m.header.frame_id = f"cam{camera}"
         out.append(m)
     return out

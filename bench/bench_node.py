@@ -175,6 +175,7 @@ def main(argv=None) -> int:
     arrivals.clear()
     found.clear()
     cpu0, _ = proc_stats(node.pid)
+    cam0, _ = proc_stats(camera.pid)
     t0 = time.monotonic()
     rss_max = 0.0
     while time.monotonic() - t0 < args.seconds:
@@ -182,6 +183,7 @@ def main(argv=None) -> int:
         rss_max = max(rss_max, proc_stats(node.pid)[1])
     elapsed = time.monotonic() - t0
     cpu1, rss = proc_stats(node.pid)
+    cam1, _ = proc_stats(camera.pid)
     end = time.monotonic() + 1.5
     while time.monotonic() < end:
         rclpy.spin_once(probe, timeout_sec=0.05)
@@ -209,7 +211,8 @@ def main(argv=None) -> int:
           f"trend {1e3 * (late - early):+.1f} ms from the first to the last third (growing: a backlog)")
     print(f"e2e latency ms: p50 {p50 * 1e3:.1f}  p95 {pct(latencies, 95) * 1e3:.1f}  "
           f"p99 {pct(latencies, 99) * 1e3:.1f}  (first third {early * 1e3:.1f}, last third {late * 1e3:.1f})")
-    print(f"node CPU: {100 * (cpu1 - cpu0) / elapsed:.0f} % (of one core)   RSS: {rss:.0f} MiB (max {rss_max:.0f})")
+    print(f"node CPU: {100 * (cpu1 - cpu0) / elapsed:.0f} % (of one core)   RSS: {rss:.0f} MiB (max {rss_max:.0f}); "
+          f"camera CPU: {100 * (cam1 - cam0) / elapsed:.0f} %")
     print("node stage times (last frame) ms: " + ", ".join(
         f"{k[5:-2]} {float(v) * 1e3:.1f}" for k, v in diag.items() if k.startswith("time_")))
     print(f"bare forward ms: {forward * 1e3:.1f}; e2e p50 / forward = {p50 / forward:.2f} (target <= 1.5)")

@@ -36,6 +36,7 @@ def first_answer(backend: str, timeout: float = 90.0) -> tuple[float, float]:
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
+    from fillcls.image_codec import rgb_to_image_fields
     from fillcls_ros.processes import BIN, write_params
 
     probe = rclpy.create_node(f"bench_start_{backend}")
@@ -44,7 +45,7 @@ def first_answer(backend: str, timeout: float = 90.0) -> tuple[float, float]:
     sub = probe.create_subscription(FillingLevelArray, "filling_level", lambda m: got.append(time.monotonic()), 10)
     rgb = np.full((480, 640, 3), 120, np.uint8)
     rgb[100:400, 200:320] = (200, 40, 40)
-    msg = Image(height=480, width=640, encoding="rgb8", step=640 * 3, data=rgb.tobytes())
+    msg = Image(**rgb_to_image_fields(rgb))
     params = write_params({"device": "cpu", "inference_backend": backend})
     t0 = time.monotonic()
     node = subprocess.Popen([os.path.join(BIN, "fillcls-node"), "--ros-args", "--params-file", params],

@@ -38,32 +38,6 @@ def cpu_model() -> str:
     return f"{_cpu_name()}, {os.cpu_count()} cores"
 
 
-def pbr_frames(containers, n: int, spp: int, cache_dir: str, seed: int = 11):
-    """``n`` path-traced 320 x 240 frames (1-2 containers of ``containers``, val photo backdrops),
-    as (frames, boxes), cached per chunk of 10 in ``cache_dir``."""
-    from fillcls.atomic import atomic_path
-    from fillcls.world.pbr import PBR_VERSION, render_frame_pbr
-
-    frames, boxes = [], []
-    for start in range(0, n, 10):
-        path = os.path.join(cache_dir, f"pbr_frames_{'-'.join(containers)}_s{seed}_{start}_spp{spp}_v{PBR_VERSION}.npz")
-        if not os.path.exists(path):
-            rgbs, bxs = [], []
-            for i in range(start, min(n, start + 10)):
-                rng = np.random.default_rng([seed, i])
-                rgb, anns = render_frame_pbr(rng, 320, 240, containers, int(rng.integers(1, 3)), spp=spp, split="val")
-                rgbs.append(rgb)
-                bxs.append([list(a["box"]) for a in anns])
-            os.makedirs(cache_dir, exist_ok=True)
-            with atomic_path(path, suffix=".npz") as tmp:
-                np.savez(tmp, frames=np.stack(rgbs), boxes=json.dumps(bxs))
-            print(f"  rendered pbr frames {start}..{min(n, start + 10) - 1}", flush=True)
-        with np.load(path) as z:
-            frames += list(z["frames"])
-            boxes += json.loads(str(z["boxes"]))
-    return frames, [[tuple(b) for b in bx] for bx in boxes[:n]]
-
-
 def frame_sets(args, test_ids):
     """{name: (frames, true boxes)} of the benchmark."""
     from fillcls.world.photos import no_container_frame
@@ -78,7 +52,11 @@ def frame_sets(args, test_ids):
                              photo_split="val") for i in range(args.procedural)]
         sets["procedural+photo"] = ([r[0] for r in rows], [[a["box"] for a in r[1]] for r in rows])
     if args.pbr:
-        sets["pbr"] = pbr_frames(test_ids, args.pbr, args.spp, args.cache_dir)
+        from fillcls.world.pbr import make_frameset_pbr
+
+        frames, _, boxes = make_frameset_pbr(args.pbr, test_ids, seed=11, spp=args.spp, split="val",
+                                             cache_dir=args.cache_dir, log=print)
+        sets["pbr"] = (list(frames), boxes)
     if args.negatives:
         sets["negatives"] = ([no_container_frame(np.random.default_rng([args.seed + 2, i]), "val")[0]
                               for i in range(args.negatives)], [[] for _ in range(args.negatives)])

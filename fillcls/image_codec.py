@@ -20,6 +20,7 @@ underneath); any error they raise becomes a :class:`BadFrame`.
 
 from __future__ import annotations
 
+import array
 import io
 import struct
 import sys
@@ -199,9 +200,18 @@ def compressed_to_rgb(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise BadFrame("decode", f"cannot decode {data.size} bytes of {fmt} data: {exc}") from exc
 
 
+def uint8_field(buf) -> array.array:
+    """``buf`` (bytes or an array) as the value of a ``uint8[]`` message field: an
+    ``array.array('B')``, which the generated setter takes as is. ``bytes`` would be checked one
+    value at a time in Python: 58 ms for a 640 x 480 rgb8 frame (2 ms this way)."""
+    out = array.array("B")
+    out.frombytes(buf.tobytes() if isinstance(buf, np.ndarray) else bytes(buf))
+    return out
+
+
 def rgb_to_image_fields(rgb: np.ndarray) -> dict:
     """The fields of an ``rgb8`` sensor_msgs/Image holding ``rgb`` (H x W x 3 uint8)."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     h, w = rgb.shape[:2]
     return {"height": h, "width": w, "encoding": "rgb8", "is_bigendian": 0, "step": w * 3,
-            "data": rgb.tobytes()}
+            "data": uint8_field(rgb)}

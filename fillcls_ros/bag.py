@@ -157,14 +157,14 @@ def _frame_messages(seq, frame, header) -> dict:
     """The messages of one sequence frame, by topic."""
     from sensor_msgs.msg import CameraInfo, Image
 
-    from fillcls.image_codec import rgb_to_image_fields
+    from fillcls.image_codec import rgb_to_image_fields, uint8_field
 
     cam = seq.camera
     depth = frame.depth.astype("<f4")
     return {
         "/image": Image(header=header, **rgb_to_image_fields(frame.rgb)),
         "/depth": Image(header=header, height=depth.shape[0], width=depth.shape[1], encoding="32FC1",
-                        is_bigendian=0, step=depth.shape[1] * 4, data=depth.tobytes()),
+                        is_bigendian=0, step=depth.shape[1] * 4, data=uint8_field(depth)),
         "/camera_info": CameraInfo(header=header, width=cam.width, height=cam.height, distortion_model="plumb_bob",
                                    d=[0.0] * 5, k=[float(v) for v in cam.K], r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
                                    p=[cam.fx, 0.0, cam.cx, 0.0, 0.0, cam.fy, cam.cy, 0.0, 0.0, 0.0, 1.0, 0.0]),

@@ -52,10 +52,12 @@ def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera", encoding
     from builtin_interfaces.msg import Time
     from sensor_msgs.msg import Image
 
+    from fillcls.image_codec import uint8_field
+
     arr = rgb[..., ::-1] if encoding == "bgr8" else rgb
     arr = np.ascontiguousarray(arr)
     m = Image(height=arr.shape[0], width=arr.shape[1], encoding=encoding, is_bigendian=0,
-              step=arr.shape[1] * 3, data=arr.tobytes())
+              step=arr.shape[1] * 3, data=uint8_field(arr))
     m.header.stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
     m.header.frame_id = frame_id
     return m

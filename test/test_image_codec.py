@@ -75,6 +75,9 @@ def test_compressed():
 def test_round_trip_fields():
     f = rgb_to_image_fields(RGB)
     assert np.array_equal(image_to_rgb(SimpleNamespace(**f)), RGB)
+    from sensor_msgs.msg import Image  # the field value passes the generated setter's type check
+
+    assert np.array_equal(image_to_rgb(Image(**f)), RGB) and Image(**f).data.typecode == "B"
 
 
 # ---------------------------------------------------------------- issue 14: hostile frames

@@ -77,3 +77,34 @@ def test_cropset_cache_and_errors(tmp_path):
         pbr.render_crop_pbr(0, 32, "C5", "unknown")
     with pytest.raises(ValueError, match="backdrops"):
         pbr.render_crop_pbr(0, 32, "C5", backdrops="moon")
+
+
+def test_generate_pbr_manifest_and_frameset(tmp_path):
+    """`python -m training.data generate --renderer pbr` writes a manifest the trainer loads;
+    make_frameset_pbr returns frames, foreground masks and boxes, cached per chunk."""
+    from training.data import load_manifest
+    from training.data.__main__ import main
+
+    out = tmp_path / "pbr"
+    assert main(["generate", "--renderer", "pbr", "--n", "2", "--size", "32", "--spp", "2", "--containers", "C4",
+                 "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    crops = load_manifest(str(out / "manifest.csv"), 32)
+    assert crops.images.shape == (2, 3, 32, 32) and set(m["container"] for m in crops.meta) == {"C4"}
+    assert main(["generate", "--renderer", "pbr", "--n", "2", "--out", str(out)]) == 2  # needs --size
+    assert main(["generate", "--n", "3", "--size", "32", "--containers", "C1", "--out", str(tmp_path / "p")]) == 0
+    mix = tmp_path / "mix" / "manifest.csv"
+    assert main(["merge", str(mix), str(out / "manifest.csv"), str(tmp_path / "p" / "manifest.csv")]) == 0
+    both = load_manifest(str(mix), 32)
+    assert len(both) == 5 and bool((both.images[:2] == crops.images).all())
+    assert main(["merge", str(mix), str(tmp_path / "none.csv")]) == 2
+
+    frames, fgs, boxes = pbr.make_frameset_pbr(2, ["C2"], seed=3, spp=2, width=64, height=48, n_containers=(1, 1),
+                                               backdrops="procedural", cache_dir=tmp_path / "frames")
+    assert frames.shape == (2, 48, 64, 3) and fgs.shape == (2, 48, 64) and len(boxes) == 2
+    for fg, bx in zip(fgs, boxes):
+        assert len(bx) == 1 and fg.any() == bool(bx)
+        x0, y0, x1, y1 = bx[0]
+        assert fg[y0:y1, x0:x1].sum() == fg.sum()
+    again = pbr.make_frameset_pbr(2, ["C2"], seed=3, spp=2, width=64, height=48, n_containers=(1, 1),
+                                  backdrops="procedural", cache_dir=tmp_path / "frames")
+    assert (again[0] == frames).all() and len(list((tmp_path / "frames").glob("*.npz"))) == 1

@@ -66,11 +66,17 @@ class SegConfig(Settings):
     photo_eval_frames: int = setting(0, "also evaluate on this many frames of the test containers in "
                                         "front of held-out (val) photographs, and count false containers "
                                         "on as many held-out no-container photo frames (0 = skip)")
+    pbr_frames: int = setting(0, "path-traced training frames added to the procedural ones (Mitsuba 3, "
+                                 "1-3 training containers in front of train photographs; cached)")
+    pbr_eval_frames: int = setting(0, "also evaluate on this many path-traced frames of the test containers "
+                                      "(1-2 containers, held-out photographs; as bench/eval_segmenter.py)")
+    pbr_spp: int = setting(8, "samples per pixel of the path-traced training frames")
     seed: int = setting(0, "seed of frames and training")
 
     @property
     def uses_photos(self) -> bool:
-        return self.photo_frames > 0 or self.negative_frames > 0 or self.photo_eval_frames > 0
+        return (self.photo_frames > 0 or self.negative_frames > 0 or self.photo_eval_frames > 0
+                or self.pbr_frames > 0 or self.pbr_eval_frames > 0)
 
     def validate(self) -> None:
         from fillcls.world.containers import SPLITS
@@ -82,18 +88,22 @@ class SegConfig(Settings):
             raise ValueError("frames, epochs, batch_size, width, sizes and max_containers must be >= 1")
         if not (0 <= self.photo_frames and 0 <= self.negative_frames and self.photo_frames + self.negative_frames <= 1):
             raise ValueError("photo_frames and negative_frames must be >= 0 with a sum <= 1")
-        if self.photo_eval_frames < 0:
-            raise ValueError("photo_eval_frames must be >= 0")
+        if min(self.photo_eval_frames, self.pbr_frames, self.pbr_eval_frames) < 0 or self.pbr_spp < 1:
+            raise ValueError("photo_eval_frames, pbr_frames and pbr_eval_frames must be >= 0, pbr_spp >= 1")
 
 
 #: ``cpu`` (default): the settings of ``models/segmenter.pt`` (procedural frames only); ``photos``:
 #: the same with 45 % of the frames in front of real photographs and 20 % photographs without a
-#: container (``make photos``; measured worse so far: docs/model_card.md); ``tiny``: seconds, tests.
+#: container (``make photos``; measured worse so far: docs/model_card.md); ``mix``: 30 % photo frames,
+#: 10 % negatives and 600 path-traced frames (Mitsuba 3) added, evaluated on path-traced frames too;
+#: ``tiny``: seconds, tests.
 PRESETS: dict[str, SegConfig] = {
     "tiny": SegConfig().replace(train_frames=24, eval_frames=8, epochs=2, batch_size=8, width=8,
                                 input_h=60, input_w=80, frame_w=320, frame_h=240),
     "cpu": SegConfig(),
     "photos": SegConfig(photo_frames=0.45, negative_frames=0.2, photo_eval_frames=100),
+    "mix": SegConfig(photo_frames=0.3, negative_frames=0.1, photo_eval_frames=100, pbr_frames=600,
+                     pbr_eval_frames=60),
 }
 #: What a frame of :func:`make_frames` shows: the procedural scene, the scene in front of a photo of
 #: the ``train`` / ``val`` split, or a photo of that split with cut-outs and no container.
@@ -125,16 +135,39 @@ def _scene(seed, cfg: SegConfig, containers, kind: str):
                         n_containers=n, photo_split=photo)
 
 
+def _sample(rgb: np.ndarray, mask: np.ndarray, cfg: SegConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A frame and its foreground mask (any size) as the uint8 network input and soft target."""
+    x = (frame_to_input(rgb, (cfg.input_h, cfg.input_w)) * 255).round().to(torch.uint8).numpy()
+    out_hw = (cfg.input_h // 2, cfg.input_w // 2)
+    target = cv2.resize(mask.astype(np.float32), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
+    return x, (target * 255).round().astype(np.uint8)
+
+
 def _render(args):
     seed, cfg, containers, kind = args
     rgb, anns = _scene(seed, cfg, containers, kind)
     mask = np.zeros(rgb.shape[:2], bool)
     for a in anns:
         mask |= a["mask"]
-    x = (frame_to_input(rgb, (cfg.input_h, cfg.input_w)) * 255).round().to(torch.uint8).numpy()
-    out_hw = (cfg.input_h // 2, cfg.input_w // 2)
-    target = cv2.resize(mask.astype(np.float32), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
-    return x, (target * 255).round().astype(np.uint8), [tuple(int(v) for v in a["box"]) for a in anns], rgb
+    x, target = _sample(rgb, mask, cfg)
+    return x, target, [tuple(int(v) for v in a["box"]) for a in anns], rgb
+
+
+def pbr_frames(cfg: SegConfig, containers, n: int, train: bool, cache_dir, log=print):
+    """``n`` path-traced frames at half the procedural frame size (the network's input size by
+    default) as :func:`make_frames` returns them (without the frames), and that size: training
+    frames (1-3 containers, train photographs, ``pbr_spp``) or evaluation frames (1-2 containers,
+    val photographs, 16 spp: bench/eval_segmenter.py's set)."""
+    from fillcls.world.pbr import make_frameset_pbr
+
+    kw = dict(seed=1000 + cfg.seed, spp=cfg.pbr_spp, split="train", n_containers=(1, 3)) if train else \
+        dict(seed=11, spp=16, split="val", n_containers=(1, 2))
+    frames, fgs, boxes = make_frameset_pbr(n, containers, width=cfg.frame_w // 2, height=cfg.frame_h // 2,
+                                           backdrops="photos", cache_dir=cache_dir,
+                                           log=lambda m: log(f"[segtrain] {m}"), **kw)
+    rows = [_sample(f, m, cfg) for f, m in zip(frames, fgs)]
+    return (torch.from_numpy(np.stack([r[0] for r in rows])), torch.from_numpy(np.stack([r[1] for r in rows])),
+            boxes, None), tuple(frames.shape[1:3])
 
 
 def make_frames(cfg: SegConfig, containers, n: int, seed: int, keep_rgb: bool = False, workers: int = 2,
@@ -243,12 +276,13 @@ def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log):
     return model, header
 
 
-def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print) -> dict:
+def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_dir=None) -> dict:
     """Train (or resume, or skip if finished) one segmenter in ``out_dir``; returns the result.
 
     The run directory follows :class:`training.runs.RunDir`: a finished run of the same settings
     is skipped, an interrupted one resumes from ``last.pt``, a directory holding a run of other
-    settings is refused (:class:`RunError`) unless ``resume=False``."""
+    settings is refused (:class:`RunError`) unless ``resume=False``. Path-traced frames are
+    cached in ``cache_dir`` (default ``runs/cache``)."""
     from training.data import split_containers
 
     out_dir = Path(out_dir)
@@ -266,13 +300,21 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print) -> dict
         torch.manual_seed(cfg.seed)
         # render everything before torch starts its thread pools (forking after that can hang)
         xs, ys, _, _ = make_frames(cfg, train_ids, cfg.train_frames, cfg.seed, kind=None)
-        evals = {"procedural": make_frames(cfg, test_ids, cfg.eval_frames, cfg.seed + 10_000)}
+        frame_hw = (cfg.frame_h, cfg.frame_w)
+        evals = {"procedural": (make_frames(cfg, test_ids, cfg.eval_frames, cfg.seed + 10_000), frame_hw)}
         if cfg.photo_eval_frames:
             for kind in ("photo-val", "negative-val"):
-                evals[kind] = make_frames(cfg, test_ids, cfg.photo_eval_frames, cfg.seed + 20_000, kind=kind)
+                evals[kind] = (make_frames(cfg, test_ids, cfg.photo_eval_frames, cfg.seed + 20_000, kind=kind),
+                               frame_hw)
+        cache_dir = cache_dir or "runs/cache"
+        if cfg.pbr_frames:
+            (px, py, _, _), _ = pbr_frames(cfg, train_ids, cfg.pbr_frames, True, cache_dir, log)
+            xs, ys = torch.cat([xs, px]), torch.cat([ys, py])
+        if cfg.pbr_eval_frames:
+            evals["pbr-val"] = pbr_frames(cfg, test_ids, cfg.pbr_eval_frames, False, cache_dir, log)
         model, header = _fit(cfg, run, xs, ys, train_ids, resume, log)
         save_checkpoint(out_dir / "segmenter.pt", model.state_dict(), header)
-        metrics = {k: evaluate(model, ex, ey, eb, (cfg.frame_h, cfg.frame_w)) for k, (ex, ey, eb, _) in evals.items()}
+        metrics = {k: evaluate(model, ex, ey, eb, hw) for k, ((ex, ey, eb, _), hw) in evals.items()}
     result = run.finish({"config": cfg.to_dict(), "test_containers": list(test_ids), "metrics": metrics["procedural"],
                          "photo_metrics": {k: v for k, v in metrics.items() if k != "procedural"}})
     for kind, m in metrics.items():
@@ -295,7 +337,7 @@ def run_from_args(args) -> int:
     cfg = settings_from_args(args, PRESETS, "seg_")
     out = Path(args.out or f"runs/segmenter/{args.preset}/{cfg.split}")
     try:
-        train(cfg, out, resume=args.resume)
+        train(cfg, out, resume=args.resume, cache_dir=args.cache_dir)
         if args.export:
             copy_file(out / "segmenter.pt", args.export)
             load_segnet(args.export)  # the exported file loads
@@ -315,9 +357,10 @@ def register(subparsers) -> None:
                          preset_help="tiny: seconds (tests); cpu (default): the settings of "
                                      "models/segmenter.pt, 1600 procedural frames x 12 epochs at 320 x 240, about "
                                      "13 min; photos: the same with 45 %% of the frames in front of real photographs "
-                                     "and 20 %% photographs without a container (`make photos`)",
+                                     "and 20 %% photographs without a container (`make photos`); mix: 30 %% photo "
+                                     "frames, 10 %% negatives + 600 path-traced frames (about 30 min to render once)",
                          description="override one value of the segmenter preset")
-    g = add_run_options(p, runs=False, device=False, cache=False)
+    g = add_run_options(p, runs=False, device=False)
     g.add_argument("--out", default="", help="run directory (default runs/segmenter/<preset>/<split>)")
     g.add_argument("--export", default="", help="also copy the trained model here (e.g. models/segmenter.pt)")
     p.set_defaults(func=run_from_args)

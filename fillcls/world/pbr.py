@@ -15,7 +15,8 @@ view. No hands (left out). Outputs match the 2-D renderer (:mod:`.render`):
   ``occlusion`` (0), ``occluded``, ``transparent``, ``view``, ``backdrop``;
 * :func:`render_crop_pbr` -> a crop made as the node makes it: ``crop_square(frame, box,
   DEFAULT_MARGIN)`` then ``resize_uint8``;
-* :func:`make_cropset_pbr`: ``n`` crops, sample ``i`` from ``(seed, i)``, cached as one ``.npz``.
+* :func:`make_cropset_pbr`: ``n`` crops, sample ``i`` from ``(seed, i)``, cached as one ``.npz``;
+* :func:`make_frameset_pbr`: ``n`` frames with foreground masks and boxes, cached per chunk.
 
 Deterministic per seed (numpy ``default_rng``; the Mitsuba sampler seed comes from it).
 """
@@ -330,6 +331,54 @@ def make_cropset_pbr(n: int, size: int, seed: int = 0, containers: Sequence[str]
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, images=images_np, labels=labels_np, metas=json.dumps(metas))
     return torch.from_numpy(images_np), torch.from_numpy(labels_np), metas
+
+
+def make_frameset_pbr(n: int, containers: Sequence[str] | None = None, seed: int = 11, spp: int = 16,
+                      split: str = "train", n_containers: tuple[int, int] = (1, 2), width: int = 320,
+                      height: int = 240, backdrops: str = "auto", cache_dir=None, chunk: int = 10, log=None):
+    """``n`` path-traced frames (frame ``i`` from ``default_rng([seed, i])`` with
+    U{``n_containers``} containers of ``containers``; photo backdrops of ``split``): ``(frames
+    uint8 N x H x W x 3, foreground masks bool N x H x W, boxes per frame)``. With ``cache_dir``,
+    one ``.npz`` per ``chunk`` frames, so an interrupted render keeps what it finished."""
+    ids = _ids(containers)
+    use_photos = backdrops == "photos" or (backdrops == "auto" and photos.available())
+    chunk = max(1, min(chunk, n))
+    frames, fgs, boxes = [], [], []
+    for start in range(0, n, chunk):
+        settings = {"kind": "frames", "n": chunk, "start": start, "seed": int(seed), "containers": ids,
+                    "spp": int(spp), "split": split, "n_containers": list(n_containers), "width": int(width),
+                    "height": int(height), "backdrops": "photos" if use_photos else "procedural",
+                    "version": PBR_VERSION}
+        key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        path = os.path.join(os.fspath(cache_dir), f"pbr_frames_{start}_s{seed}_{key}.npz") if cache_dir else None
+        if path and os.path.exists(path):
+            with np.load(path, allow_pickle=False) as z:
+                rgbs, masks_, bxs = list(z["frames"]), list(z["masks"]), json.loads(str(z["boxes"]))
+        else:
+            rgbs, masks_, bxs = [], [], []
+            for i in range(start, start + chunk):
+                rng = np.random.default_rng([seed, i])
+                rgb, anns = render_frame_pbr(rng, width, height, ids, int(rng.integers(n_containers[0],
+                                                                                        n_containers[1] + 1)),
+                                             spp=spp, backdrops=settings["backdrops"], split=split)
+                fg = np.zeros((height, width), bool)
+                for a in anns:
+                    fg |= a["mask"]
+                rgbs.append(rgb)
+                masks_.append(fg)
+                bxs.append([list(a["box"]) for a in anns])
+            if path:
+                os.makedirs(os.fspath(cache_dir), exist_ok=True)
+                with atomic_path(path, suffix=".npz") as tmp:
+                    np.savez(tmp, frames=np.stack(rgbs), masks=np.stack(masks_), boxes=json.dumps(bxs))
+            if log:
+                log(f"rendered pbr frames {start}..{start + chunk - 1} of {n}")
+        frames += rgbs
+        fgs += masks_
+        boxes += bxs
+    return (np.stack(frames[:n]) if n else np.zeros((0, height, width, 3), np.uint8),
+            np.stack(fgs[:n]) if n else np.zeros((0, height, width), bool),
+            [[tuple(b) for b in bx] for bx in boxes[:n]])
 
 
 def contact_sheet_pbr(path: str | None = None, tile: int = 96, spp: int = 32, seed: int = 0,

@@ -2,8 +2,9 @@
 
 Commands:
 
-* ``generate``: write procedural crops (PNG) and their ``manifest.csv``;
+* ``generate``: write procedural (or ``--renderer pbr``: path-traced) crops (PNG) and their ``manifest.csv``;
 * ``frames``: write procedural camera frames, instance masks and ``frames.jsonl``;
+* ``merge``: one manifest listing the crops of several (e.g. a procedural + path-traced mix);
 * ``counts``: print the per-container / per-class counts of a manifest beside C-CCM's;
 * ``contact-sheet``: save a grid of crops (rows C1..C8, columns fill levels).
 """
@@ -43,6 +44,11 @@ def _add_generate(sub) -> None:
                    help="fraction of crops with a hand holding the container (default 0.3)")
     g.add_argument("--workers", type=int, default=None,
                    help="processes used with --size (default: up to 2 for large N)")
+    g.add_argument("--renderer", choices=("procedural", "pbr"), default="procedural",
+                   help="procedural (the 2-D renderer, default) or pbr (Mitsuba 3 path tracing, needs --size; "
+                        "uses the train photographs of `make photos` as backdrops when present)")
+    g.add_argument("--spp", type=int, default=16, help="pbr: samples per pixel (default 16)")
+    g.add_argument("--cache-dir", default="runs/cache", help="pbr: render cache (an interrupted run resumes)")
 
 
 def _add_frames(sub) -> None:
@@ -56,6 +62,14 @@ def _add_frames(sub) -> None:
     f.add_argument("--containers", default=None, help="comma-separated container ids allowed (default all)")
     f.add_argument("--split", default=None, help="use the test containers of split S1 / S2 / S3")
     f.add_argument("--n-containers", type=int, default=1, help="containers per frame (default 1)")
+
+
+def _add_merge(sub) -> None:
+    m = sub.add_parser("merge", help="one manifest listing the crops of several",
+                       description="Write OUT listing every crop of the given manifests (image paths made "
+                                   "absolute; nothing is copied), e.g. a procedural + path-traced training mix.")
+    m.add_argument("out", help="the merged manifest.csv to write")
+    m.add_argument("manifests", nargs="+", help="manifest.csv files to merge")
 
 
 def _add_counts(sub) -> None:
@@ -85,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_generate(sub)
     _add_frames(sub)
+    _add_merge(sub)
     _add_counts(sub)
     _add_contact_sheet(sub)
     return ap
@@ -92,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _generate(args, D) -> int:
     kw = {} if args.hand_prob is None else {"hand_prob": args.hand_prob}
+    if args.renderer == "pbr":
+        if args.hand_prob is not None or not args.size:
+            print("error: --renderer pbr needs --size and has no hands (--hand-prob)", file=sys.stderr)
+            return 2
+        kw = {"renderer": "pbr", "spp": args.spp, "cache_dir": args.cache_dir}
     t0 = time.time()
     path = D.write_dataset(args.out, args.n, args.seed, size=args.size, containers=_ids(args.containers),
                            workers=args.workers, **kw)
@@ -106,6 +126,17 @@ def _frames(args, D) -> int:
         ids = list(D.SPLITS[args.split.upper()])
     path = D.write_frames(args.out, args.n, args.seed, args.width, args.height, ids, args.n_containers)
     print(f"wrote {args.n} frames and {path}")
+    return 0
+
+
+def _merge(args, D) -> int:
+    try:
+        path = D.merge_manifests(args.out, args.manifests)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    print(D.format_counts(D.counts(path)))
     return 0
 
 
@@ -129,7 +160,7 @@ def _contact_sheet(args, D) -> int:
     return 0
 
 
-_COMMANDS = {"generate": _generate, "frames": _frames, "counts": _counts, "contact-sheet": _contact_sheet}
+_COMMANDS = {"generate": _generate, "frames": _frames, "merge": _merge, "counts": _counts, "contact-sheet": _contact_sheet}
 
 
 def main(argv=None) -> int:

@@ -174,6 +174,14 @@ def read_manifest(path: str, opaque_unknown: bool = True, known_containers: bool
     return rows
 
 
+def merge_manifests(out: str, paths: Sequence[str]) -> str:
+    """Write one manifest at ``out`` listing every row of the manifests ``paths`` (image paths made
+    absolute, so the crops stay where they are), e.g. a procedural + path-traced training mix."""
+    rows = [r for p in paths for r in read_manifest(p, opaque_unknown=False)]
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    return write_manifest(out, [{**r, "image": os.path.abspath(r["image"])} for r in rows])
+
+
 def _read_rgb(path: str) -> tuple[np.ndarray | None, str]:
     """``(RGB image, "")`` or ``(None, why)``: missing, unreadable, empty or corrupt."""
     import cv2
@@ -300,22 +308,43 @@ def format_counts(result: Mapping[str, Any], reference: bool = True) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def write_dataset(out_dir: str, n: int, seed: int = 0, size: int | None = None,
-                  containers: Sequence[str] | None = None, workers: int | None = None, **kw) -> str:
-    """Write ``n`` procedural crops as PNGs (``crops/NNNNNN.png``) and ``manifest.csv``.
+def _pbr_items(n: int, size: int | None, seed: int, containers, spp: int, cache_dir, chunk: int = 100):
+    """(rgb, meta) of path-traced crops ``0 .. n-1`` (train photo backdrops), rendered ``chunk`` at a
+    time through :func:`fillcls.world.pbr.make_cropset_pbr`'s cache (an interrupted run resumes)."""
+    from fillcls.world.pbr import make_cropset_pbr
 
-    ``size=None`` keeps each crop at its native side (the square cut from the rendered scene,
-    before any resize); an int writes crops resized to ``size`` px. Returns the manifest path.
-    ``load_manifest(path, S)`` then gives the same images as ``make_cropset(n, S, seed)`` when
-    ``size == S``.
+    if not size:
+        raise ValueError("renderer pbr: give --size (path-traced crops are rendered at their final size)")
+    for start in range(0, n, chunk):
+        images, _, metas = make_cropset_pbr(min(chunk, n - start), size, seed, containers, spp=spp, split="train",
+                                            cache_dir=cache_dir, start=start)
+        for img, m in zip(images, metas):
+            yield img.permute(1, 2, 0).numpy(), m
+
+
+def write_dataset(out_dir: str, n: int, seed: int = 0, size: int | None = None,
+                  containers: Sequence[str] | None = None, workers: int | None = None,
+                  renderer: str = "procedural", spp: int = 16, cache_dir=None, **kw) -> str:
+    """Write ``n`` crops as PNGs (``crops/NNNNNN.png``) and ``manifest.csv``.
+
+    ``renderer``: ``procedural`` (the 2-D renderer, C-CCM proportions) or ``pbr`` (Mitsuba 3 path
+    traced, ``spp`` samples per pixel, containers drawn uniformly, train photo backdrops when
+    fetched; cached in ``cache_dir``). ``size=None`` keeps each procedural crop at its native side
+    (the square cut from the rendered scene, before any resize); an int writes crops resized to
+    ``size`` px. Returns the manifest path. ``load_manifest(path, S)`` then gives the same images
+    as ``make_cropset(n, S, seed)`` when ``size == S``.
     """
     import cv2
 
     from . import procedural as P
 
+    if renderer not in ("procedural", "pbr"):
+        raise ValueError(f"renderer must be procedural or pbr, got {renderer!r}")
     os.makedirs(os.path.join(out_dir, "crops"), exist_ok=True)
     rows = []
-    if size:
+    if renderer == "pbr":
+        items = _pbr_items(n, size, seed, containers, spp, cache_dir)
+    elif size:
         cs = P.make_cropset(n, size, seed, containers=containers, workers=workers, **kw)
         items = ((cs.images[i].permute(1, 2, 0).numpy(), cs.meta[i]) for i in range(len(cs)))
     else:
