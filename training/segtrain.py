@@ -10,6 +10,7 @@ and box recall / precision at IoU 0.5, with the node's own post-processing
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ from fillcls.evaluation import count_matches
 from fillcls.segnet import FillSegNet, frame_to_input, instances, load_segnet, segmenter_header
 from fillcls.world import photos
 from fillcls.world.photos import PhotoIndexError, PhotosMissingError
-from training.runs import (RunDir, RunError, Settings, add_run_options, add_settings_options, copy_file,
-                           setting, settings_from_args)
+from training.runs import (DEFAULT_RUNS, RunDir, RunError, Settings, add_run_options, add_settings_options,
+                           copy_file, setting, settings_from_args)
 
 
 def tqdm(iterable, **kw):
@@ -282,7 +283,7 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_d
     The run directory follows :class:`training.runs.RunDir`: a finished run of the same settings
     is skipped, an interrupted one resumes from ``last.pt``, a directory holding a run of other
     settings is refused (:class:`RunError`) unless ``resume=False``. Path-traced frames are
-    cached in ``cache_dir`` (default ``runs/cache``)."""
+    cached in ``cache_dir`` (default ``<DEFAULT_RUNS>/cache``, where the other commands cache)."""
     from training.data import split_containers
 
     out_dir = Path(out_dir)
@@ -306,7 +307,7 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_d
             for kind in ("photo-val", "negative-val"):
                 evals[kind] = (make_frames(cfg, test_ids, cfg.photo_eval_frames, cfg.seed + 20_000, kind=kind),
                                frame_hw)
-        cache_dir = cache_dir or "runs/cache"
+        cache_dir = cache_dir or os.path.join(DEFAULT_RUNS, "cache")
         if cfg.pbr_frames:
             (px, py, _, _), _ = pbr_frames(cfg, train_ids, cfg.pbr_frames, True, cache_dir, log)
             xs, ys = torch.cat([xs, px]), torch.cat([ys, py])

@@ -298,9 +298,10 @@ def render_crop_pbr(seed, size: int | None, container: str | None = None, level:
     return t.contiguous(), meta
 
 
-def _cache_file(cache_dir, settings: dict) -> str:
+def _cache_file(cache_dir, stem: str, settings: dict) -> str:
+    """``<cache_dir>/<stem>_<hash of settings>.npz``."""
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    return os.path.join(os.fspath(cache_dir), f"pbr_{settings['n']}x{settings['size']}_s{settings['seed']}_{key}.npz")
+    return os.path.join(os.fspath(cache_dir), f"{stem}_{key}.npz")
 
 
 def make_cropset_pbr(n: int, size: int, seed: int = 0, containers: Sequence[str] | None = None, spp: int = 32,
@@ -313,7 +314,7 @@ def make_cropset_pbr(n: int, size: int, seed: int = 0, containers: Sequence[str]
     settings = {"n": int(n), "size": int(size), "seed": int(seed), "start": int(start), "containers": ids,
                 "spp": int(spp), "backdrops": "photos" if use_photos else "procedural", "split": split,
                 "version": PBR_VERSION}
-    path = _cache_file(cache_dir, settings) if cache_dir else None
+    path = _cache_file(cache_dir, f"pbr_{n}x{size}_s{seed}", settings) if cache_dir else None
     if path and os.path.exists(path):
         with np.load(path, allow_pickle=False) as z:
             return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), json.loads(str(z["metas"]))
@@ -349,8 +350,7 @@ def make_frameset_pbr(n: int, containers: Sequence[str] | None = None, seed: int
                     "spp": int(spp), "split": split, "n_containers": list(n_containers), "width": int(width),
                     "height": int(height), "backdrops": "photos" if use_photos else "procedural",
                     "version": PBR_VERSION}
-        key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        path = os.path.join(os.fspath(cache_dir), f"pbr_frames_{start}_s{seed}_{key}.npz") if cache_dir else None
+        path = _cache_file(cache_dir, f"pbr_frames_{start}_s{seed}", settings) if cache_dir else None
         if path and os.path.exists(path):
             with np.load(path, allow_pickle=False) as z:
                 rgbs, masks_, bxs = list(z["frames"]), list(z["masks"]), json.loads(str(z["boxes"]))
