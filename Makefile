@@ -39,7 +39,7 @@ models: setup
 # default model's size, the default ST model and the AT->FT one side by side on S1's unseen
 # containers of both renderers (clean, PGD, corruptions), the cpu study's ST and AT->FT on all three
 # splits, the shipped segmenter vs ones retrained with the real photographs (and path-traced
-# frames), and the renderer study: ST at 64 px on 2 400 crops of each renderer and on both.
+# frames; checked independently on scikit-image's sample photographs), and the renderer study: ST at 64 px on 2 400 crops of each renderer and on both.
 XR_ARGS := --preset cpu --split S1 --strategy ST --size 64 --epochs 8 --samples-per-epoch 3200 --eval-max 0
 model-card: setup photos
 	$(PY) -m training pretrain --preset cpu --size 64 --eps 0.5 --out runs/sources/default64
@@ -58,6 +58,14 @@ model-card: setup photos
 	$(PY) bench/eval_segmenter.py --model models/segmenter.onnx --pbr 60 --json runs/seg_shipped.json
 	$(PY) bench/eval_segmenter.py --model runs/segmenter/photos/S1/segmenter.pt --backend torch --pbr 60 --json runs/seg_photos.json
 	$(PY) bench/eval_segmenter.py --model runs/segmenter/mix/S1/segmenter.pt --backend torch --pbr 60 --json runs/seg_mix.json
+	$(PY) -m training segtrain --preset mix --split S1 --init runs/segmenter/mix/S1/segmenter.pt \
+		--train-frames 4000 --epochs 6 --lr 0.002 --out runs/segmenter/mix2/S1
+	$(PY) bench/eval_segmenter.py --model runs/segmenter/mix2/S1/segmenter.pt --backend torch --pbr 60 --json runs/seg_mix2.json
+	$(PY) bench/independent_photos.py models/segmenter.onnx runs/segmenter/mix/S1/segmenter.pt \
+		runs/segmenter/mix2/S1/segmenter.pt
+	for m in models/segmenter.onnx runs/segmenter/mix/S1/segmenter.pt runs/segmenter/mix2/S1/segmenter.pt; do \
+		$(PY) bench/eval_segmenter.py --model $$m --procedural 0 --pbr 0 --negatives 0 --pbr-hands 30 || exit 1; done
+	$(PY) -m training.data contact-sheet --renderer pbr --hands 1 --out docs/pbr_hands.png
 	$(PY) -m training.data generate --n 2400 --size 64 --seed 21 --out runs/xr/proc64
 	$(PY) -m training.data generate --renderer pbr --n 2400 --size 64 --spp 16 --seed 21 --out runs/xr/pbr64
 	$(PY) -m training.data merge runs/xr/mix64/manifest.csv runs/xr/proc64/manifest.csv runs/xr/pbr64/manifest.csv

@@ -35,7 +35,7 @@ BIN = os.path.dirname(sys.executable)
 
 
 def bare_forward(model_path: str, size: int, threads: int, repeats: int = 30, backend: str = "torch",
-                 precision: str = "fp32") -> float:
+                 precision: str = "fp32", int8_recheck: float = 0.0) -> float:
     """Median seconds of one batch-1 forward at ``size`` px with the node's runner
     (:func:`fillcls.backends.load_classifier_runner`: ``backend``, ``precision``, ``threads``)."""
     import numpy as np
@@ -46,7 +46,7 @@ def bare_forward(model_path: str, size: int, threads: int, repeats: int = 30, ba
         import torch
 
         torch.set_num_threads(threads)
-    runner, _ = load_classifier_runner(model_path, backend, "cpu", precision, threads)
+    runner, _ = load_classifier_runner(model_path, backend, "cpu", precision, threads, int8_recheck=int8_recheck)
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     times = []
     for i in range(repeats + 5):
@@ -97,8 +97,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the bare forward")
     ap.add_argument("--inference-backend", default="torch", choices=("torch", "onnxruntime", "auto"),
                     help="the node's inference_backend parameter (onnxruntime: the model is exported to ONNX first)")
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8", "fp16"),
-                    help="the node's precision parameter (int8: an int8 copy is made too)")
+    ap.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "int8", "fp16"),
+                    help="the node's precision parameter (int8 / auto: an int8 copy is made too)")
+    ap.add_argument("--int8-recheck", type=float, default=None,
+                    help="the node's int8_recheck parameter (default: 0 for the random model, whose answers are "
+                         "all near-ties, else the node's default)")
     ap.add_argument("--node-threads", type=int, default=0, help="the node's cpu_threads parameter (0: one "
                     "per core)")
     args = ap.parse_args(argv)
@@ -127,16 +130,21 @@ def main(argv=None) -> int:
         from training.onnx_export import export_onnx
 
         onnx_model = os.path.join(tmp, os.path.basename(model)[:-3] + ".onnx")
-        export_onnx(model, onnx_model, int8=args.precision == "int8", calibration_crops=128)  # speed only
+        export_onnx(model, onnx_model, int8=args.precision in ("int8", "auto"), calibration_crops=128)  # speed only
         model = onnx_model
-    forward = bare_forward(model, args.size, args.threads, backend=args.inference_backend, precision=args.precision)
+    if args.int8_recheck is None:
+        from fillcls.backends import INT8_RECHECK_MARGIN
+
+        args.int8_recheck = INT8_RECHECK_MARGIN if args.model else 0.0
+    forward = bare_forward(model, args.size, args.threads, backend=args.inference_backend, precision=args.precision,
+                           int8_recheck=args.int8_recheck)
     print(f"bare forward (batch 1, {args.size} px, {args.threads} threads, {args.inference_backend} "
           f"{args.precision}): {forward * 1e3:.1f} ms")
 
     node_params = params_file({"model_path": model, "device": "cpu", "input_size": args.size,
                                "segmentation_backend": args.backend, "publish_debug_image": False,
                                "cpu_threads": args.node_threads, "inference_backend": args.inference_backend,
-                               "precision": args.precision})
+                               "precision": args.precision, "int8_recheck": args.int8_recheck})
     cam_params = params_file({"source": args.source, "rate": args.rate, "width": args.width,
                               "height": args.height, "containers": args.containers})
     node = subprocess.Popen([os.path.join(BIN, "fillcls-node"), "--ros-args", "--params-file", node_params],

@@ -9,6 +9,7 @@ threshold(s) given), on the *test* containers of ``--split`` (unseen shapes):
 * ``procedural+photo``: the same in front of held-out (``val``) photographs with cut-outs;
 * ``pbr``: path-traced 320 x 240 frames (Mitsuba 3, held-out photo backdrops; cached in
   ``runs/cache``; slow: about 10 s a frame on 2 cores at 16 spp);
+* ``pbr+hands`` (``--pbr-hands N``): the same with a hand holding every container;
 * ``negatives``: held-out real photographs with cut-outs and no container at all (640 x 480).
 
 Prints box recall / precision at IoU 0.5, false containers per frame, and ms per 640 x 480
@@ -57,6 +58,12 @@ def frame_sets(args, test_ids):
         frames, _, boxes = make_frameset_pbr(args.pbr, test_ids, seed=11, spp=args.spp, split="val",
                                              cache_dir=args.cache_dir, log=print)
         sets["pbr"] = (list(frames), boxes)
+    if args.pbr_hands:
+        from fillcls.world.pbr import make_frameset_pbr
+
+        frames, _, boxes = make_frameset_pbr(args.pbr_hands, test_ids, seed=12, spp=args.spp, split="val",
+                                             cache_dir=args.cache_dir, log=print, hands=1.0)
+        sets["pbr+hands"] = (list(frames), boxes)
     if args.negatives:
         sets["negatives"] = ([no_container_frame(np.random.default_rng([args.seed + 2, i]), "val")[0]
                               for i in range(args.negatives)], [[] for _ in range(args.negatives)])
@@ -84,6 +91,8 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="S1")
     ap.add_argument("--procedural", type=int, default=100, help="frames of each procedural set (0: skip)")
     ap.add_argument("--pbr", type=int, default=40, help="path-traced frames (0: skip)")
+    ap.add_argument("--pbr-hands", type=int, default=0, help="path-traced frames with every container held by "
+                    "a hand (boxes: the whole container, its hidden part included; 0: skip)")
     ap.add_argument("--negatives", type=int, default=100, help="no-container photo frames (0: skip)")
     ap.add_argument("--spp", type=int, default=16)
     ap.add_argument("--score", default="0.5", help="segmentation score thresholds (comma-separated)")

@@ -10,7 +10,9 @@ class probabilities (B x 4) for a classifier, foreground probabilities (B x h x 
 * ``onnxruntime``: an ``.onnx`` file written by :func:`training.onnx_export.export_onnx` (the
   fillcls header in its metadata); CPU execution provider, CUDA / TensorRT providers where
   installed. ``int8``: a statically quantised (QDQ) model, the file itself or ``<stem>.int8.onnx``
-  beside it (see :func:`quantize_int8`); ``fp16``: TensorRT fp16 or an fp16 copy on CUDA.
+  beside it (see :func:`quantize_int8`); a classifier's int8 answers whose top two probabilities
+  lie within ``recheck_margin`` are computed again by the fp32 model (near-ties are where int8
+  rounding flips the answer); ``fp16``: TensorRT fp16 or an fp16 copy on CUDA.
   Importing this module or running this backend never imports torch.
 """
 
@@ -26,13 +28,17 @@ import numpy as np
 from .spec import CheckpointError, CheckpointHeader, check_classifier_header
 
 INFERENCE_BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime")
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "fp16")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8", "fp16")
 #: ONNX metadata keys written by the exporter.
 META_HEADER = "fillcls_header"
 META_FORMAT = "fillcls_format"
 META_PRECISION = "fillcls_precision"
 ONNX_FORMAT = "fillcls-onnx"
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+#: Default ``recheck_margin`` of the int8 classifier: int8 answers whose top-1 and top-2
+#: probabilities differ by less are recomputed in fp32. Chosen on S1 training crops (2.5 % of them
+#: re-run, agreement with fp32 98.4 -> 99.4 %); README "int8" for the test-split figures.
+INT8_RECHECK_MARGIN = 0.1
 
 
 def model_format(path: str | os.PathLike) -> str:
@@ -138,7 +144,7 @@ class TorchRunner:
 
         self.warnings: list[str] = []
         self.device = torch.device(device)
-        self.precision = check_precision(precision)
+        precision = self.precision = "fp32" if check_precision(precision) == "auto" else precision
         self.autocast = False
         if precision == "int8":
             raise ValueError("precision 'int8' needs inference_backend 'onnxruntime' (a quantised .onnx model)")
@@ -247,19 +253,25 @@ class OrtRunner:
     """An ONNX model as a runner (see the module doc); ``post`` maps the output to probabilities.
 
     CheckpointError naming the file if it is missing, a torch checkpoint, not ONNX, or lacks the
-    fillcls header; ``warnings`` lists the fallbacks taken (no GPU provider, bf16 / fp16 on CPU)."""
+    fillcls header; ``warnings`` lists the fallbacks taken (no GPU provider, bf16 / fp16 on CPU).
+    With ``precision="int8"`` and ``recheck_margin`` > 0, the fp32 model is loaded too and
+    re-answers the rows whose top two outputs lie within the margin (``rechecked`` counts them,
+    ``answered`` all rows)."""
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", precision: str = "fp32",
-                 threads: int = 0, post: Callable[[np.ndarray], np.ndarray] | None = None):
+                 threads: int = 0, post: Callable[[np.ndarray], np.ndarray] | None = None,
+                 recheck_margin: float = 0.0):
         import onnxruntime as ort
 
-        self.path = path = os.fspath(path)
+        self.path = path = fp32_path = os.fspath(path)
         self.warnings: list[str] = []
-        self.precision = check_precision(precision)
+        precision = self.precision = "fp32" if check_precision(precision) == "auto" else precision
         if model_format(path) == "torch":
             raise CheckpointError(f"{path}: a PyTorch checkpoint; inference_backend 'onnxruntime' needs an "
                                   ".onnx model (python -m training export --format onnx)")
         self.header, file_precision = read_onnx_header(path)
+        if file_precision == "int8":
+            fp32_path = ""
         if precision == "int8" and file_precision != "int8":
             q = int8_sibling(path)
             if not os.path.isfile(q):
@@ -280,17 +292,40 @@ class OrtRunner:
         model: Any = path
         if self.precision == "fp16" and on_gpu and "TensorrtExecutionProvider" not in str(providers[0]):
             model = _fp16_copy(path)
-        try:
-            self.session = ort.InferenceSession(model, so, providers=providers)
-        except Exception as exc:
-            raise CheckpointError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
+        self.session = _session(path, model, so, providers)
         self.providers = self.session.get_providers()
         self.input_name = self.session.get_inputs()[0].name
         self.post = post or softmax
+        self.recheck_margin, self.recheck = float(recheck_margin), None
+        self.rechecked = self.answered = 0
+        if self.precision == "int8" and self.recheck_margin > 0:
+            if fp32_path:
+                self.recheck = _session(fp32_path, fp32_path, so, providers)
+            else:
+                self.warnings.append(f"{path} is an int8 model without its fp32 original beside it: "
+                                     "near-tie answers are not re-checked in fp32")
 
     def __call__(self, batch) -> np.ndarray:
         x = np.ascontiguousarray(np.asarray(batch, dtype=np.float32))
-        return self.post(self.session.run(None, {self.input_name: x})[0])
+        out = self.post(self.session.run(None, {self.input_name: x})[0])
+        self.answered += len(x)
+        if self.recheck is not None:
+            top2 = np.sort(out, axis=1)[:, -2:]
+            redo = np.flatnonzero(top2[:, 1] - top2[:, 0] < self.recheck_margin)
+            if len(redo):
+                out[redo] = self.post(self.recheck.run(None, {self.input_name: x[redo]})[0])
+                self.rechecked += len(redo)
+        return out
+
+
+def _session(path: str, model, so, providers):
+    """An onnxruntime InferenceSession of ``model`` (a path or bytes); CheckpointError naming ``path``."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(model, so, providers=providers)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
 
 
 def _fp16_copy(path: str) -> bytes:
@@ -301,16 +336,35 @@ def _fp16_copy(path: str) -> bytes:
     return convert_float_to_float16(onnx.load(path), keep_io_types=True).SerializeToString()
 
 
+def resolve_precision(precision: str, backend: str, path: str, device: str = "cpu") -> tuple[str, str]:
+    """``(precision, why)``: ``auto`` is int8 (near-ties re-checked in fp32) for onnxruntime on the
+    CPU when the model is int8 or has its int8 copy beside it (``make models`` writes it), else
+    fp32; any other precision is itself (``why`` empty)."""
+    if precision != "auto":
+        return precision, ""
+    if backend == "onnxruntime" and parse_device(device)[0] == "cpu" and model_format(path) == "onnx":
+        q = int8_sibling(path)
+        if os.path.isfile(q):
+            return "int8", f"precision auto -> int8: {q} found beside the model (answers near a tie re-checked in fp32)"
+        if os.path.isfile(path) and read_onnx_header(path)[1] == "int8":
+            return "int8", f"precision auto -> int8: {path} is quantised"
+        return "fp32", f"precision auto -> fp32: no int8 copy {q} (`make models` writes it)"
+    return "fp32", f"precision auto -> fp32 ({backend} on {device})"
+
+
 def load_classifier_runner(path: str, backend: str = "auto", device: str = "cpu", precision: str = "fp32",
-                           threads: int = 0, optimize: bool = True):
-    """A classifier runner for the model file ``path`` (``.pt`` or ``.onnx``): ``(runner, header)``.
+                           threads: int = 0, optimize: bool = True, int8_recheck: float = INT8_RECHECK_MARGIN):
+    """A classifier runner for the model file ``path`` (``.pt`` or ``.onnx``): ``(runner, header)``;
+    ``int8_recheck``: the int8 runner's ``recheck_margin`` (0: pure int8).
 
     CheckpointError naming the file (missing, corrupt, not a classifier of CLASSES, wrong format for
     the backend); ValueError for an unknown backend / precision / device."""
     check_precision(precision)
     backend = resolve_backend(backend, path)
+    precision, why = resolve_precision(precision, backend, path, device)
     if backend == "onnxruntime":
-        runner = OrtRunner(path, device, precision, threads)
+        runner = OrtRunner(path, device, precision, threads, recheck_margin=int8_recheck)
+        runner.precision_choice = why
         check_classifier_header(path, runner.header)
         return runner, runner.header
     if model_format(path) == "onnx":
@@ -319,7 +373,9 @@ def load_classifier_runner(path: str, backend: str = "auto", device: str = "cpu"
     from .core import load_classifier
 
     model, header = load_classifier(path, "cpu")
-    return TorchRunner(model, device, precision, optimize), header
+    runner = TorchRunner(model, device, precision, optimize)
+    runner.precision_choice = why
+    return runner, header
 
 
 #: Percentile of the activation histograms kept by the int8 calibration (see :func:`quantize_int8`).
@@ -393,9 +449,14 @@ def set_metadata(model, header: CheckpointHeader, precision: str = "fp32") -> No
 
 def describe_runner(runner) -> str:
     """``torch fp32 (CPU)`` / ``onnxruntime int8 (CPUExecutionProvider)``, for logs."""
+    why = getattr(runner, "precision_choice", "")
     if isinstance(runner, OrtRunner):
-        return f"onnxruntime {runner.precision} ({runner.providers[0]})"
-    return f"torch {runner.precision} ({runner.device})"
+        out = f"onnxruntime {runner.precision} ({runner.providers[0]})"
+        if runner.recheck is not None:
+            out += f", answers within {runner.recheck_margin:g} of a tie re-checked in fp32"
+    else:
+        out = f"torch {runner.precision} ({runner.device})"
+    return out + (f"; {why}" if why else "")
 
 
 def check_options(backend: str, precision: str, devices: Sequence[str] = ()) -> None:

@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from .spec import CLASSES
+from .tracking import box_iou as iou
 
 MATCH_IOU = 0.3
 
@@ -21,14 +22,6 @@ def stamp_ns(header) -> int:
 
 def roi_box(roi) -> tuple[int, int, int, int]:
     return roi.x_offset, roi.y_offset, roi.x_offset + roi.width, roi.y_offset + roi.height
-
-
-def iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def count_matches(true_boxes, pred_boxes, min_iou: float = 0.5) -> int:

@@ -88,7 +88,10 @@ class EstimatorConfig:
     # (fillcls.backends.optimize_for_cpu; same outputs). The name is historical: no TorchScript.
     cpu_jit: bool = True
     inference_backend: str = "auto"  # torch | onnxruntime | auto (by the model file: .onnx -> onnxruntime)
-    precision: str = "fp32"  # fp32 | bf16 (torch, CPU with AMX / AVX512-BF16) | int8 (onnxruntime) | fp16 (CUDA)
+    # auto (int8 when onnxruntime runs on the CPU and <model>.int8.onnx is beside the model, else fp32)
+    # | fp32 | bf16 (torch, CPU with AMX / AVX512-BF16) | int8 (onnxruntime) | fp16 (CUDA)
+    precision: str = "auto"
+    int8_recheck: float = backends.INT8_RECHECK_MARGIN  # int8: near-tie answers recomputed in fp32 (0: off)
     cpu_threads: int = 0  # onnxruntime intra-op threads (0: one per core); torch threads are process-wide
 
 
@@ -106,7 +109,7 @@ class FillingEstimator:
         self.config = config
         self.warnings: list[str] = []
         precision = backends.check_precision(config.precision)
-        if config.fp16 and precision == "fp32":
+        if config.fp16 and precision in ("fp32", "auto"):
             precision = "fp16"  # the legacy fp16 switch
         backends.check_options(config.inference_backend, precision, [config.device])
         self.backend = backends.resolve_backend(config.inference_backend, config.model_path)
@@ -117,7 +120,8 @@ class FillingEstimator:
             if warning:
                 self.warnings.append(warning)
         self.runner, self.header = backends.load_classifier_runner(
-            config.model_path, self.backend, device, precision, config.cpu_threads, optimize=config.cpu_jit)
+            config.model_path, self.backend, device, precision, config.cpu_threads, optimize=config.cpu_jit,
+            int8_recheck=config.int8_recheck)
         self.warnings += self.runner.warnings
         if self.backend == "onnxruntime":
             self.device = "cpu" if self.runner.providers[0] == "CPUExecutionProvider" else device
@@ -127,7 +131,7 @@ class FillingEstimator:
             config.segmentation_backend, model=config.segmentation_model,
             mask_threshold=config.segmentation_mask_threshold, classes=tuple(config.maskrcnn_classes),
             device=str(self.device), inference_backend=self.backend, threads=config.cpu_threads,
-            precision="fp32" if precision == "int8" else precision)
+            precision="fp32" if precision in ("int8", "auto") else precision)
         self.warnings += [w for w in getattr(self.segment, "warnings", []) if w not in self.warnings]
         self.input_size = int(config.input_size) or self.header.input_size
         if self.input_size != self.header.input_size:

@@ -114,9 +114,12 @@ NODE_PARAMETERS: tuple[Param, ...] = (
           "onnxruntime (no torch imported), torch, or auto (onnxruntime for an .onnx model, torch for a .pt; with "
           "an empty model_path: onnxruntime on the CPU, torch on a CUDA GPU when onnxruntime has no CUDA "
           "provider)", "rebuild", choices=("auto", "onnxruntime", "torch")),
-    Param("precision", "fp32", "Arithmetic: fp32; fp16 (CUDA); bf16 (torch on a CPU with AMX / AVX512-BF16, "
+    Param("precision", "auto", "Arithmetic: auto (int8 with onnxruntime on the CPU when the model's int8 copy "
+          "<model>.int8.onnx is beside it, written by `make models`; else fp32); fp32; fp16 (CUDA); bf16 (torch on a CPU with AMX / AVX512-BF16, "
           "else fp32 with a warning); int8 (onnxruntime, the quantised <model>.int8.onnx beside the model)",
-          "rebuild", choices=("fp32", "fp16", "bf16", "int8")),
+          "rebuild", choices=("auto", "fp32", "fp16", "bf16", "int8")),
+    Param("int8_recheck", 0.1, "precision int8: answers whose top two class probabilities differ by less are "
+          "computed again in fp32 (the model beside the int8 file); 0: pure int8", "rebuild", range=(0.0, 1.0)),
     Param("cpu_jit", True, "torch on the CPU: fold BatchNorm into the convolutions and run channels-last (same "
           "outputs, faster)", "rebuild"),
     Param("cpu_threads", 0, "CPU threads of the inference engine; 0: its default (one per core). Set it to the "

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -78,6 +79,7 @@ def test_shipped_models_agree_on_procedural_frames():
     if not all(os.path.isfile(os.path.join(models, f)) for f in ("default.onnx", "segmenter.onnx")):
         pytest.skip("models/*.onnx not exported")
     ests = [FillingEstimator(EstimatorConfig(os.path.join(models, f"default.{ext}"), inference_backend=b,
+                                             precision="fp32",  # not the int8 copy `make models` may have made
                                              segmentation_model=os.path.join(models, f"segmenter.{ext}")))
             for ext, b in (("pt", "torch"), ("onnx", "onnxruntime"))]
     for seed in range(3):
@@ -126,6 +128,39 @@ def test_int8_runs_and_mostly_agrees(onnx_pair, tmp_path):
     assert any(n.input[1] in dq_outputs for n in convs[1:-1])  # the rest is int8
     with pytest.raises(spec.CheckpointError, match="tiny.int8.onnx not found"):
         backends.OrtRunner(onnx_path, precision="int8")
+
+
+def test_int8_recheck_recomputes_near_ties_in_fp32(onnx_pair, tmp_path):
+    _, onnx_path = onnx_pair
+    rng = np.random.default_rng(3)
+    d = tmp_path / "m"
+    d.mkdir()
+    fp32 = str(d / "tiny.onnx")
+    shutil.copy(onnx_path, fp32)
+    runner, _ = backends.load_classifier_runner(fp32, precision="auto")  # no int8 copy yet: fp32
+    assert runner.precision == "fp32" and "no int8 copy" in backends.describe_runner(runner)
+    backends.quantize_int8(fp32, backends.int8_sibling(fp32), rng.random((32, 3, 32, 32), dtype=np.float32))
+    x = rng.random((64, 3, 32, 32), dtype=np.float32)
+    ref = backends.OrtRunner(fp32)(x)
+    pure = backends.OrtRunner(fp32, precision="int8")(x)
+    top2 = np.sort(pure, 1)[:, -2:]
+    near = top2[:, 1] - top2[:, 0] < 1.0  # margin 1: every answer is recomputed -> exactly fp32
+    runner = backends.OrtRunner(fp32, precision="int8", recheck_margin=1.0)
+    assert np.allclose(runner(x), ref, atol=1e-6) and runner.rechecked == near.sum() == 64
+    small = backends.OrtRunner(fp32, precision="int8", recheck_margin=0.05)
+    got = small(x)
+    redo = (top2[:, 1] - top2[:, 0]) < 0.05
+    assert np.allclose(got[redo], ref[redo], atol=1e-6) and np.allclose(got[~redo], pure[~redo], atol=1e-6)
+    assert small.rechecked == redo.sum() and small.answered == 64
+    alone = backends.OrtRunner(backends.int8_sibling(fp32), precision="int8", recheck_margin=0.1)
+    assert alone.recheck is None and "not re-checked" in alone.warnings[0]
+    auto, _ = backends.load_classifier_runner(fp32, precision="auto")  # the int8 copy beside it: int8 + re-check
+    assert auto.precision == "int8" and auto.recheck is not None and auto.recheck_margin == backends.INT8_RECHECK_MARGIN
+    assert "precision auto -> int8" in backends.describe_runner(auto)
+    est = FillingEstimator(EstimatorConfig(fp32, segmentation_backend="threshold"))  # auto is the default
+    assert est.precision == "int8" and est.backend == "onnxruntime"
+    pt_runner, _ = backends.load_classifier_runner(onnx_pair[0], "torch", precision="auto")
+    assert pt_runner.precision == "fp32"
 
 
 def test_bad_onnx_files_name_the_file(tmp_path, onnx_pair):

@@ -9,6 +9,7 @@ pytest.importorskip("mitsuba")
 
 from fillcls.core import CLASSES  # noqa: E402
 from fillcls.world import pbr  # noqa: E402
+from fillcls.world.pbr_scene import blob_mesh  # noqa: E402
 from fillcls.world.pbr_mesh import body_profile, content_profile, dims, fill_level_y, lathe  # noqa: E402
 from fillcls.world.render import CONTAINERS  # noqa: E402
 
@@ -62,6 +63,32 @@ def test_frame_masks_boxes_and_projection():
     uv = pbr.project(pbr._outline(item), plan["camera"], 64, 48)
     box = anns[0]["box"]
     assert math.isclose(uv[:, 0].min(), box[0], abs_tol=2.5) and math.isclose(uv[:, 1].max(), box[3], abs_tol=2.5)
+
+
+def test_hands_hold_and_occlude_without_changing_the_rest():
+    plain = pbr.plan_frame(5, 80, 60, ["C5"], 1, backdrops="procedural")
+    held = pbr.plan_frame(5, 80, 60, ["C5"], 1, backdrops="procedural", hands=1.0)
+    assert held["items"][0]["hand"] and "hand" not in plain["items"][0]
+    assert held["camera"] == plain["camera"] and held["seed"] == plain["seed"]  # the rest of the plan is the same
+    rgb0, (a0,) = pbr.render_plan(plain, 4)
+    rgb1, (a1,) = pbr.render_plan(held, 4)
+    again, (a2,) = pbr.render_plan(pbr.plan_frame(5, 80, 60, ["C5"], 1, backdrops="procedural", hands=1.0), 4)
+    assert (again == rgb1).all() and a2["occlusion"] == a1["occlusion"]  # deterministic
+    assert (a1["mask"] == a0["mask"]).all() and a1["box"] == a0["box"]  # the silhouette, hidden part included
+    assert a0["occlusion"] == 0 and not a0["occluded"]
+    assert 0.05 < a1["occlusion"] < 0.9 and a1["occluded"]
+    assert np.abs(rgb1.astype(int) - rgb0).mean() > 3  # the hand is drawn
+    assert all(_volume(blob_mesh(b)) > 0 for b in held["items"][0]["hand"]["blobs"])  # faces point outwards
+
+
+def test_hands_sheet_command(tmp_path):
+    import cv2
+
+    from training.data.__main__ import main
+
+    out = tmp_path / "hands.png"
+    assert main(["contact-sheet", "--renderer", "pbr", "--hands", "1", "--spp", "1", "--out", str(out)]) == 0
+    assert cv2.imread(str(out)).shape == (360, 720, 3)  # 2 x 3 frames of 240 x 180
 
 
 def test_cropset_cache_and_errors(tmp_path):

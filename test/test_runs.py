@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fillcls import atomic
+from fillcls.core import CheckpointError
 from helpers import PRESET, quiet, toy_data
 from training import cli, engine, runs
 from training.config import FitConfig, Preset, RunConfig, get_preset, resolve_run
@@ -50,6 +51,26 @@ def test_segtrain_refuses_a_run_of_other_settings(tmp_path):
                      "--eval-frames", "2", "--epochs", "2"]) == 2
     res = segtrain(cfg.replace(epochs=2), out, resume=False, log=quiet)  # --no-resume starts over
     assert res["config"]["epochs"] == 2
+
+
+def test_segtrain_init_starts_from_a_finished_run(tmp_path):
+    from fillcls.segnet import load_segnet
+
+    cfg = SEG_PRESETS["tiny"].replace(train_frames=8, eval_frames=2, epochs=1)
+    segtrain(cfg, tmp_path / "a", log=quiet)
+    first = str(tmp_path / "a" / "segmenter.pt")
+    logs = []
+    segtrain(cfg.replace(init=first, lr=1e-9), tmp_path / "b", log=logs.append)
+    assert any("starting from the weights of" in m for m in logs)
+    a, _, _ = load_segnet(first)
+    b, _, _ = load_segnet(tmp_path / "b" / "segmenter.pt")
+    for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
+        if wa.is_floating_point() and "running" not in name:  # lr ~0: the weights barely move
+            assert torch.allclose(wa, wb, atol=1e-4), name
+    with pytest.raises(CheckpointError, match="segmenter.pt: a width-8 segmenter"):
+        segtrain(cfg.replace(init=first, width=16), tmp_path / "c", log=quiet)
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        segtrain(cfg.replace(init=str(tmp_path / "missing.pt")), tmp_path / "d", log=quiet)
 
 
 def _manifest(tmp_path, rows):

@@ -72,6 +72,10 @@ class SegConfig(Settings):
     pbr_eval_frames: int = setting(0, "also evaluate on this many path-traced frames of the test containers "
                                       "(1-2 containers, held-out photographs; as bench/eval_segmenter.py)")
     pbr_spp: int = setting(8, "samples per pixel of the path-traced training frames")
+    pbr_hands: float = setting(0.0, "probability that a hand holds each container of the path-traced training "
+                                    "frames")
+    init: str = setting("", "start from this segmenter checkpoint's weights (same width and input size) "
+                            "instead of random ones: fine-tune a finished run on more frames")
     seed: int = setting(0, "seed of frames and training")
 
     @property
@@ -91,6 +95,8 @@ class SegConfig(Settings):
             raise ValueError("photo_frames and negative_frames must be >= 0 with a sum <= 1")
         if min(self.photo_eval_frames, self.pbr_frames, self.pbr_eval_frames) < 0 or self.pbr_spp < 1:
             raise ValueError("photo_eval_frames, pbr_frames and pbr_eval_frames must be >= 0, pbr_spp >= 1")
+        if not 0 <= self.pbr_hands <= 1:
+            raise ValueError(f"pbr_hands must be a probability in [0, 1], got {self.pbr_hands}")
 
 
 #: ``cpu`` (default): the settings of ``models/segmenter.pt`` (procedural frames only); ``photos``:
@@ -161,7 +167,8 @@ def pbr_frames(cfg: SegConfig, containers, n: int, train: bool, cache_dir, log=p
     val photographs, 16 spp: bench/eval_segmenter.py's set)."""
     from fillcls.world.pbr import make_frameset_pbr
 
-    kw = dict(seed=1000 + cfg.seed, spp=cfg.pbr_spp, split="train", n_containers=(1, 3)) if train else \
+    kw = dict(seed=1000 + cfg.seed, spp=cfg.pbr_spp, split="train", n_containers=(1, 3), hands=cfg.pbr_hands) \
+        if train else \
         dict(seed=11, spp=16, split="val", n_containers=(1, 2))
     frames, fgs, boxes = make_frameset_pbr(n, containers, width=cfg.frame_w // 2, height=cfg.frame_h // 2,
                                            backdrops="photos", cache_dir=cache_dir,
@@ -258,7 +265,18 @@ def _resume(last: Path, cfg: SegConfig, model, opt, sched, log) -> int:
     return int(extra["epoch"])
 
 
-def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log):
+def _init_weights(cfg: SegConfig, log) -> dict:
+    """The weights of ``cfg.init``; CheckpointError naming the file if they do not fit these settings."""
+    start, header, hw = load_segnet(cfg.init)
+    width = int((header.training or {}).get("width", 16))
+    if width != cfg.width or tuple(hw) != (cfg.input_h, cfg.input_w):
+        raise CheckpointError(f"{cfg.init}: a width-{width} segmenter at {hw[1]} x {hw[0]}; these settings "
+                              f"train width {cfg.width} at {cfg.input_w} x {cfg.input_h}")
+    log(f"[segtrain] starting from the weights of {cfg.init}")
+    return start.state_dict()
+
+
+def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log, init: dict | None = None):
     """Train FillSegNet on (xs, ys) with a per-epoch ``last.pt``; returns (model, header)."""
     model = FillSegNet(cfg.width)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
@@ -266,6 +284,8 @@ def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     last = Path(run.file(RunDir.STATE))
     start = _resume(last, cfg, model, opt, sched, log) if resume and last.exists() else 0
+    if init is not None and start == 0:
+        model.load_state_dict(init)
     header = segmenter_header((cfg.input_h, cfg.input_w), cfg.width, model_id=f"fillsegnet-{cfg.split}",
                               training={"split": cfg.split, "train_containers": list(train_ids),
                                         "config": cfg.to_dict()})
@@ -299,6 +319,7 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_d
     with run.guard():
         train_ids, test_ids = split_containers(cfg.split)
         torch.manual_seed(cfg.seed)
+        init = _init_weights(cfg, log) if cfg.init else None
         # render everything before torch starts its thread pools (forking after that can hang)
         xs, ys, _, _ = make_frames(cfg, train_ids, cfg.train_frames, cfg.seed, kind=None)
         frame_hw = (cfg.frame_h, cfg.frame_w)
@@ -313,7 +334,7 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_d
             xs, ys = torch.cat([xs, px]), torch.cat([ys, py])
         if cfg.pbr_eval_frames:
             evals["pbr-val"] = pbr_frames(cfg, test_ids, cfg.pbr_eval_frames, False, cache_dir, log)
-        model, header = _fit(cfg, run, xs, ys, train_ids, resume, log)
+        model, header = _fit(cfg, run, xs, ys, train_ids, resume, log, init)
         save_checkpoint(out_dir / "segmenter.pt", model.state_dict(), header)
         metrics = {k: evaluate(model, ex, ey, eb, hw) for k, ((ex, ey, eb, _), hw) in evals.items()}
     result = run.finish({"config": cfg.to_dict(), "test_containers": list(test_ids), "metrics": metrics["procedural"],

@@ -7,12 +7,15 @@ glass (IOR 1.5), water (IOR 1.33, its surface at the profile's volume-fraction f
 (:mod:`.pbr_scene`), on a table in front of a backdrop — a real photograph (``make photos``,
 :mod:`.photos`) or a procedural pattern — lit by an environment map made from a photo and a
 spherical lamp (left for view 1, right for view 2), seen from a camera at the elevation of the CCM
-view. No hands (left out). Outputs match the 2-D renderer (:mod:`.render`):
+view; optionally a skin-toned hand (forearm, palm, thumb, four fingers) holding a container from
+one side (``hands``: the probability per container). Outputs match the 2-D renderer (:mod:`.render`):
 
 * :func:`render_frame_pbr` -> ``(rgb uint8 H x W x 3, annotations)`` with ``container``, ``name``,
   ``label``, ``level``, ``filling``, ``fill_fraction``, ``box`` (x0, y0, x1, y1, exclusive, tight
-  around the mask), ``mask`` (H x W bool, from a flat object-id pass: the visible silhouette),
-  ``occlusion`` (0), ``occluded``, ``transparent``, ``view``, ``backdrop``;
+  around the mask), ``mask`` (H x W bool, from a flat object-id pass: the container's silhouette,
+  the part behind a hand included, as the 2-D renderer's), ``occlusion`` (the fraction of the
+  mask a hand hides, from a second id pass with the hands), ``occluded``, ``transparent``,
+  ``view``, ``backdrop``;
 * :func:`render_crop_pbr` -> a crop made as the node makes it: ``crop_square(frame, box,
   DEFAULT_MARGIN)`` then ``resize_uint8``;
 * :func:`make_cropset_pbr`: ``n`` crops, sample ``i`` from ``(seed, i)``, cached as one ``.npz``;
@@ -48,6 +51,8 @@ PBR_VERSION = 2
 VIEW_ELEVATION = {1: (4.0, 15.0), 2: (4.0, 15.0), 3: (7.0, 20.0), 4: (13.0, 27.0)}
 BACKDROPS = ("auto", "photos", "procedural")
 MASK_SPP = 4
+#: Linear RGB reflectance of the hands' skin, light to dark.
+SKIN = ((0.70, 0.42, 0.32), (0.55, 0.36, 0.24), (0.42, 0.24, 0.15), (0.18, 0.09, 0.055))
 
 
 def _pick(rng, spec, level, filling, view) -> tuple[str, float, str, int]:
@@ -195,22 +200,93 @@ def _items(rng, ids, n, level, filling, view) -> list[dict]:
     return items
 
 
+def _capsule(a, b, radius: float) -> dict:
+    """A capsule from ``a`` to ``b`` as a blob (see :func:`fillcls.world.pbr_scene.blob_mesh`)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ux = (b - a) / max(np.linalg.norm(b - a), 1e-6)
+    uy = np.cross(ux, [0.0, 0.0, 1.0] if abs(ux[2]) < 0.9 else [1.0, 0.0, 0.0])
+    uy /= np.linalg.norm(uy)
+    return {"centre": ((a + b) / 2).tolist(), "axes": (np.stack([ux, uy, np.cross(ux, uy)]) * radius).tolist(),
+            "stretch": float(np.linalg.norm(b - a) / 2 / radius)}
+
+
+def _hand(rng: np.random.Generator, item: dict, camera: dict) -> dict:
+    """A hand holding ``item`` from the camera's left or right: four fingers wrapped around the
+    front of the body, a thumb above them, the palm on the side and a forearm leaving the frame
+    (world cm); ``{"skin": linear RGB, "blobs": [...]}``."""
+    spec = item["spec"]
+    d = dims(spec)
+    axis = np.array([item["x"], 0.0, item["z"]])
+    fwd = axis - np.asarray(camera["origin"], float)
+    fwd[1] = 0.0
+    fwd /= np.linalg.norm(fwd)
+    side = np.cross(fwd, [0.0, 1.0, 0.0]) * (1.0 if rng.random() < 0.5 else -1.0)
+    up = np.array([0.0, 1.0, 0.0])
+    finger = rng.uniform(0.7, 0.95)
+
+    def outer(y: float) -> float:  # the body's outer radius at height y
+        rel = float(np.clip((y - d.cavity_bottom) / d.cavity_h, 0.05, 1.0))
+        return d.radius * float(spec.profile(rel)) + d.wall
+
+    rim = d.height - 1.2 * finger  # no finger above the rim
+    y0 = max(min(d.cavity_bottom + rng.uniform(0.15, 0.5) * d.cavity_h, rim - 3 * 2.05 * finger),
+             d.cavity_bottom - 2.05 * finger)
+    reach = rng.uniform(0.3, 0.9)
+    blobs = []
+    for i in range(4):
+        y = y0 + i * 2.05 * finger
+        if y > rim:
+            break
+        r = outer(y)
+        c = axis + up * y
+        knuckle = c + side * (r + finger) - fwd * (0.35 * r)
+        front = c - fwd * (r + finger) + side * (0.35 * r)
+        tip = c - fwd * (0.8 * r + finger) - side * (reach * r)
+        width = finger * (1.0 - 0.08 * abs(i - 1.0))
+        blobs += [_capsule(knuckle, front, width), _capsule(front, tip, width * 0.95)]
+    r = outer(y0 + 3 * finger)
+    palm = axis + up * (y0 + 3 * finger) + side * (r + finger + 1.3) + fwd * (0.2 * r)
+    blobs.append({"centre": palm.tolist(), "axes": np.stack([side * 1.4, up * 4.3, np.cross(side, up) * 3.8]).tolist(),
+                  "stretch": 0.0})
+    top = min(y0 + 3 * 2.05 * finger + 1.6 * finger, d.height - 0.5 * finger)
+    r_top = outer(top)
+    blobs.append(_capsule(palm + up * 2.5 - fwd * 2.0, axis + up * top - fwd * (r_top + finger) + side * 0.2 * r_top,
+                          finger * 1.15))
+    elbow = palm + side * rng.uniform(14, 22) - up * rng.uniform(6, 14) - fwd * rng.uniform(2, 8)
+    blobs.append(_capsule(palm, elbow, rng.uniform(2.6, 3.3)))
+    skin = np.asarray(SKIN[int(rng.integers(len(SKIN)))]) * rng.uniform(0.9, 1.08)
+    return {"skin": skin.tolist(), "blobs": blobs}
+
+
+def add_hands(plan: dict, probability: float) -> dict:
+    """Give each container of ``plan`` a holding hand with ``probability`` (drawn from the plan's
+    own seed, so the rest of the plan does not change); returns ``plan``."""
+    if probability > 0:
+        rng = np.random.default_rng([plan["seed"], 0x4A4E])
+        for item in plan["items"]:
+            item["hand"] = _hand(rng, item, plan["camera"]) if rng.random() < probability else None
+    return plan
+
+
 def plan_frame(seed, width: int, height: int, containers=None, n_containers: int = 1, level=None, filling=None,
-               view=None, backdrops: str = "auto", split: str = "train", extent=(0.45, 0.85)) -> dict:
-    """Every random choice of one scene (containers, camera, light, textures) as a dict."""
+               view=None, backdrops: str = "auto", split: str = "train", extent=(0.45, 0.85),
+               hands: float = 0.0) -> dict:
+    """Every random choice of one scene (containers, camera, light, textures, ``hands``: the
+    probability of a hand holding each container) as a dict."""
     rng = _rng(seed)
     items = _items(rng, _ids(containers), max(1, int(n_containers)), level, filling, view)
     view0 = items[0]["view"]
     wall, table, env, source = _textures(rng, backdrops, split)
     camera = _camera(rng, items, view0, width, height, rng.uniform(*extent) * min(width, height) * 1.2, spread=0.8)
     glossy = rng.random() < 0.4
-    return {"width": int(width), "height": int(height), "items": items if n_containers else [], "camera": camera,
+    return add_hands({"width": int(width), "height": int(height), "items": items if n_containers else [],
+            "camera": camera,
             "light": _light(rng, view0, camera, width, height), "backdrop": wall, "table": table, "envmap": env,
             "backdrop_source": source, "backdrop_distance": float(rng.uniform(15, 60)), "backdrop_size": 400.0,
             "table_repeat": float(rng.uniform(2, 8)), "texture_seed": int(rng.integers(1 << 31)),
             "table_bsdf": {"type": "plastic", "int_ior": 1.5} if glossy else {"type": "diffuse"},
             "seed": int(rng.integers(1 << 31)), "exposure": float(rng.uniform(0.14, 0.26)),
-            "noise": float(rng.uniform(0, 3))}
+            "noise": float(rng.uniform(0, 3))}, hands)
 
 
 def _develop(linear: np.ndarray, plan: dict) -> np.ndarray:
@@ -227,39 +303,46 @@ def _develop(linear: np.ndarray, plan: dict) -> np.ndarray:
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
-def masks(plan: dict) -> list[np.ndarray]:
-    """One H x W bool mask per item: pixels at least half covered by it (flat id passes)."""
+def masks(plan: dict, occluders: bool = False) -> list[np.ndarray]:
+    """One H x W bool mask per item: pixels at least half covered by it (flat id passes); the
+    hands hide the containers only with ``occluders``."""
     out = []
     for p in range((len(plan["items"]) + 2) // 3):
-        cover = render(scene_dict(plan, mask_pass=p), MASK_SPP, plan["seed"] + 1)
+        cover = render(scene_dict(plan, mask_pass=p, occluders=occluders), MASK_SPP, plan["seed"] + 1)
         out += [cover[..., c] >= 0.5 for c in range(3)]
     return out[:len(plan["items"])]
 
 
-def _annotation(item: dict, mask: np.ndarray, source: str) -> dict:
+def _annotation(item: dict, mask: np.ndarray, source: str, visible: np.ndarray | None = None) -> dict:
     ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     spec = item["spec"]
+    occlusion = 0.0 if visible is None else float(1.0 - (visible & mask).sum() / mask.sum())
     return {"container": spec.id, "name": spec.name, "label": CLASSES.index(item["level"]), "level": item["level"],
             "filling": item["filling"], "fill_fraction": item["fraction"],
-            "box": (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1), "mask": mask, "occlusion": 0.0,
-            "occluded": False, "transparent": spec.transparent, "view": item["view"], "backdrop": source}
+            "box": (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1), "mask": mask, "occlusion": occlusion,
+            "occluded": occlusion > 0, "transparent": spec.transparent, "view": item["view"], "backdrop": source}
 
 
 def render_plan(plan: dict, spp: int) -> tuple[np.ndarray, list[dict]]:
     """Render a :func:`plan_frame` plan: ``(rgb, annotations)`` (items with an empty mask left out)."""
     rgb = _develop(render(scene_dict(plan), spp, plan["seed"]), plan)
-    anns = [_annotation(it, m, plan["backdrop_source"]) for it, m in zip(plan["items"], masks(plan)) if m.any()]
+    full = masks(plan)
+    visible = masks(plan, occluders=True) if any(it.get("hand") for it in plan["items"]) else [None] * len(full)
+    anns = [_annotation(it, m, plan["backdrop_source"], v)
+            for it, m, v in zip(plan["items"], full, visible) if m.any()]
     return rgb, anns
 
 
 def render_frame_pbr(seed, width: int = 320, height: int = 240, containers: Sequence[str] | None = None,
                      n_containers: int = 1, spp: int = 32, level: str | None = None, filling: str | None = None,
-                     view: int | None = None, backdrops: str = "auto", split: str = "train"):
+                     view: int | None = None, backdrops: str = "auto", split: str = "train", hands: float = 0.0):
     """A path-traced camera frame (H x W x 3 uint8 RGB) with ``n_containers`` containers side by
     side, and their annotations (see the module doc; like :func:`fillcls.world.render.render_frame`).
     ``backdrops``: ``photos`` (needs ``make photos``), ``procedural`` or ``auto`` (photos if fetched);
-    ``split``: which photos (``train`` / ``val``). ``n_containers=0``: the empty scene."""
-    plan = plan_frame(seed, width, height, containers, n_containers, level, filling, view, backdrops, split)
+    ``split``: which photos (``train`` / ``val``); ``hands``: the probability of a hand holding
+    each container. ``n_containers=0``: the empty scene."""
+    plan = plan_frame(seed, width, height, containers, n_containers, level, filling, view, backdrops, split,
+                      hands=hands)
     return render_plan(plan, spp)
 
 
@@ -336,11 +419,14 @@ def make_cropset_pbr(n: int, size: int, seed: int = 0, containers: Sequence[str]
 
 def make_frameset_pbr(n: int, containers: Sequence[str] | None = None, seed: int = 11, spp: int = 16,
                       split: str = "train", n_containers: tuple[int, int] = (1, 2), width: int = 320,
-                      height: int = 240, backdrops: str = "auto", cache_dir=None, chunk: int = 10, log=None):
+                      height: int = 240, backdrops: str = "auto", cache_dir=None, chunk: int = 10, log=None,
+                      hands: float = 0.0):
     """``n`` path-traced frames (frame ``i`` from ``default_rng([seed, i])`` with
     U{``n_containers``} containers of ``containers``; photo backdrops of ``split``): ``(frames
     uint8 N x H x W x 3, foreground masks bool N x H x W, boxes per frame)``. With ``cache_dir``,
-    one ``.npz`` per ``chunk`` frames, so an interrupted render keeps what it finished."""
+    one ``.npz`` per ``chunk`` frames, so an interrupted render keeps what it finished. ``hands``:
+    the probability of a hand holding each container (the foreground masks include the hands'
+    occluded parts of the containers, not the hands)."""
     ids = _ids(containers)
     use_photos = backdrops == "photos" or (backdrops == "auto" and photos.available())
     chunk = max(1, min(chunk, n))
@@ -349,7 +435,7 @@ def make_frameset_pbr(n: int, containers: Sequence[str] | None = None, seed: int
         settings = {"kind": "frames", "n": chunk, "start": start, "seed": int(seed), "containers": ids,
                     "spp": int(spp), "split": split, "n_containers": list(n_containers), "width": int(width),
                     "height": int(height), "backdrops": "photos" if use_photos else "procedural",
-                    "version": PBR_VERSION}
+                    "version": PBR_VERSION, **({"hands": float(hands)} if hands else {})}
         path = _cache_file(cache_dir, f"pbr_frames_{start}_s{seed}", settings) if cache_dir else None
         if path and os.path.exists(path):
             with np.load(path, allow_pickle=False) as z:
@@ -360,7 +446,7 @@ def make_frameset_pbr(n: int, containers: Sequence[str] | None = None, seed: int
                 rng = np.random.default_rng([seed, i])
                 rgb, anns = render_frame_pbr(rng, width, height, ids, int(rng.integers(n_containers[0],
                                                                                         n_containers[1] + 1)),
-                                             spp=spp, backdrops=settings["backdrops"], split=split)
+                                             spp=spp, backdrops=settings["backdrops"], split=split, hands=hands)
                 fg = np.zeros((height, width), bool)
                 for a in anns:
                     fg |= a["mask"]
@@ -379,6 +465,29 @@ def make_frameset_pbr(n: int, containers: Sequence[str] | None = None, seed: int
     return (np.stack(frames[:n]) if n else np.zeros((0, height, width, 3), np.uint8),
             np.stack(fgs[:n]) if n else np.zeros((0, height, width), bool),
             [[tuple(b) for b in bx] for bx in boxes[:n]])
+
+
+def frames_sheet_pbr(path: str | None = None, n: int = 6, width: int = 240, height: int = 180, spp: int = 32,
+                     seed: int = 0, hands: float = 1.0, backdrops: str = "auto", columns: int = 3) -> np.ndarray:
+    """A grid of ``n`` path-traced frames (one container each, held by a hand with probability
+    ``hands``), each box drawn with its level and hand occlusion."""
+    tiles = []
+    for i in range(n):
+        rgb, anns = render_frame_pbr(np.random.default_rng([seed, i]), width, height, spp=spp, backdrops=backdrops,
+                                     hands=hands)
+        tile = rgb.copy()
+        for a in anns:
+            x0, y0, x1, y1 = a["box"]
+            cv2.rectangle(tile, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 0), 1)
+            cv2.putText(tile, f"{a['container']} {a['level']} occl {a['occlusion']:.2f}", (4, 14),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
+    sheet = np.concatenate([np.concatenate(tiles[r:r + columns], 1) for r in range(0, len(tiles), columns)], 0)
+    if path:
+        with atomic_path(path, suffix=".png") as tmp:
+            cv2.imwrite(tmp, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return sheet
 
 
 def contact_sheet_pbr(path: str | None = None, tile: int = 96, spp: int = 32, seed: int = 0,

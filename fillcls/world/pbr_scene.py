@@ -176,10 +176,29 @@ def _quad(centre, right, up, half_w: float, half_h: float, uv_rep=(1.0, 1.0)):
     return verts, np.array([[0, 1, 2], [0, 2, 3]], np.uint32), tex
 
 
-def scene_dict(plan: dict, mask_pass: int | None = None) -> dict:
+def blob_mesh(blob: dict, n_lat: int = 10, n_lon: int = 16):
+    """``(vertices, faces, texcoords)`` of a blob: a unit sphere whose two halves along local x are
+    pushed apart by ``stretch`` (a capsule; 0: an ellipsoid), mapped by the rows of ``axes`` (the
+    local x / y / z axes, scaled, right-handed) to ``centre`` (world cm)."""
+    lat = np.linspace(0, np.pi, n_lat + 1)
+    lon = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
+    t, p = np.meshgrid(lat, lon, indexing="ij")
+    unit = np.stack([np.cos(t), np.sin(t) * np.cos(p), np.sin(t) * np.sin(p)], -1).reshape(-1, 3)
+    unit[:, 0] += np.sign(unit[:, 0]) * blob["stretch"]
+    verts = np.asarray(blob["centre"]) + unit @ np.asarray(blob["axes"])
+    faces = []
+    for i in range(n_lat):
+        for j in range(n_lon):
+            a, b = i * n_lon + j, i * n_lon + (j + 1) % n_lon
+            c, e = a + n_lon, b + n_lon
+            faces += [[a, c, b], [b, c, e]]
+    return verts.astype(np.float32), np.asarray(faces, np.uint32), np.zeros((len(verts), 2), np.float32)
+
+
+def scene_dict(plan: dict, mask_pass: int | None = None, occluders: bool = False) -> dict:
     """The Mitsuba scene of a ``plan`` (:func:`fillcls.world.pbr.plan_frame`). ``mask_pass=p``:
     the flat id pass ``p`` (containers ``3p .. 3p+2`` emit pure red / green / blue, all else black,
-    direct visibility only)."""
+    direct visibility only; the hands are left out unless ``occluders``)."""
     cam = plan["camera"]
     mi = mitsuba()
     sensor = {"type": "perspective", "fov": cam["fov"], "fov_axis": "x",
@@ -201,6 +220,12 @@ def scene_dict(plan: dict, mask_pass: int | None = None) -> dict:
             emit = {"type": "area", "radiance": rgb(colour)}
         for name, geo, bsdf in container_parts(item, rng):
             scene[name] = _mesh(name, geo, black if mask_pass is not None else bsdf, emit)
+        hand = item.get("hand")
+        if hand and (mask_pass is None or occluders):
+            skin = {"type": "plastic", "diffuse_reflectance": rgb(hand["skin"]), "int_ior": 1.4}
+            for j, blob in enumerate(hand["blobs"]):
+                name = f"h{item['index']}_{j}"
+                scene[name] = _mesh(name, blob_mesh(blob), black if mask_pass is not None else skin)
     if mask_pass is not None:
         scene["integrator"] = {"type": "path", "max_depth": 1}
         return scene

@@ -90,6 +90,11 @@ def _add_contact_sheet(sub) -> None:
     s.add_argument("--per-level", type=int, default=3, help="samples per level (default 3)")
     s.add_argument("--tile", type=int, default=112, help="tile size in px (default 112)")
     s.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    s.add_argument("--renderer", choices=("procedural", "pbr"), default="procedural",
+                   help="pbr: path-traced crops (Mitsuba 3; tile 96), or with --hands path-traced frames")
+    s.add_argument("--hands", type=float, default=0.0,
+                   help="pbr: a grid of 6 frames whose containers a hand holds with this probability")
+    s.add_argument("--spp", type=int, default=32, help="pbr: samples per pixel (default 32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +160,15 @@ def _counts(args, D) -> int:
 
 
 def _contact_sheet(args, D) -> int:
-    D.contact_sheet(args.out, per_level=args.per_level, tile=args.tile, seed=args.seed)
+    if args.renderer == "pbr":
+        from fillcls.world import pbr
+
+        if args.hands > 0:
+            pbr.frames_sheet_pbr(args.out, spp=args.spp, seed=args.seed, hands=args.hands)
+        else:
+            pbr.contact_sheet_pbr(args.out, spp=args.spp, seed=args.seed)
+    else:
+        D.contact_sheet(args.out, per_level=args.per_level, tile=args.tile, seed=args.seed)
     print(f"wrote {args.out}")
     return 0
 
