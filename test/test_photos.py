@@ -130,13 +130,13 @@ def test_segtrain_with_photos(stand_in, monkeypatch, tmp_path):
 
     cfg = PRESETS["tiny"].replace(train_frames=12, eval_frames=4, epochs=1, photo_frames=0.5,
                                   negative_frames=0.25, photo_eval_frames=4, pbr_frames=2, pbr_eval_frames=1,
-                                  pbr_spp=1)
+                                  pbr_spp=1, pbr_hand_frames=1)
     monkeypatch.setenv("FILLCLS_PHOTOS", str(tmp_path / "none"))
     with pytest.raises(photos.PhotosMissingError, match="make photos"):
         train(cfg, tmp_path / "run", log=quiet)
     monkeypatch.setenv("FILLCLS_PHOTOS", str(stand_in))
     result = train(cfg, tmp_path / "run", log=quiet, cache_dir=tmp_path / "cache")
-    assert len(list((tmp_path / "cache").glob("pbr_frames_*.npz"))) == 2  # a training and an evaluation chunk
+    assert len(list((tmp_path / "cache").glob("pbr_frames_*.npz"))) == 3  # training, with hands, evaluation
     assert result["photo_metrics"]["pbr-val"]["frames"] == 1 and result["photo_metrics"]["pbr-val"]["containers"] >= 1
     neg = result["photo_metrics"]["negative-val"]
     assert neg["containers"] == 0 and neg["frames"] == 4 and neg["false_per_frame"] >= 0

@@ -72,8 +72,8 @@ class SegConfig(Settings):
     pbr_eval_frames: int = setting(0, "also evaluate on this many path-traced frames of the test containers "
                                       "(1-2 containers, held-out photographs; as bench/eval_segmenter.py)")
     pbr_spp: int = setting(8, "samples per pixel of the path-traced training frames")
-    pbr_hands: float = setting(0.0, "probability that a hand holds each container of the path-traced training "
-                                    "frames")
+    pbr_hand_frames: int = setting(0, "path-traced training frames with a hand holding every container, added "
+                                      "to the others (cached apart from them)")
     init: str = setting("", "start from this segmenter checkpoint's weights (same width and input size) "
                             "instead of random ones: fine-tune a finished run on more frames")
     seed: int = setting(0, "seed of frames and training")
@@ -81,7 +81,7 @@ class SegConfig(Settings):
     @property
     def uses_photos(self) -> bool:
         return (self.photo_frames > 0 or self.negative_frames > 0 or self.photo_eval_frames > 0
-                or self.pbr_frames > 0 or self.pbr_eval_frames > 0)
+                or self.pbr_frames > 0 or self.pbr_eval_frames > 0 or self.pbr_hand_frames > 0)
 
     def validate(self) -> None:
         from fillcls.world.containers import SPLITS
@@ -95,8 +95,8 @@ class SegConfig(Settings):
             raise ValueError("photo_frames and negative_frames must be >= 0 with a sum <= 1")
         if min(self.photo_eval_frames, self.pbr_frames, self.pbr_eval_frames) < 0 or self.pbr_spp < 1:
             raise ValueError("photo_eval_frames, pbr_frames and pbr_eval_frames must be >= 0, pbr_spp >= 1")
-        if not 0 <= self.pbr_hands <= 1:
-            raise ValueError(f"pbr_hands must be a probability in [0, 1], got {self.pbr_hands}")
+        if self.pbr_hand_frames < 0:
+            raise ValueError(f"pbr_hand_frames must be >= 0, got {self.pbr_hand_frames}")
 
 
 #: ``cpu`` (default): the settings of ``models/segmenter.pt`` (procedural frames only); ``photos``:
@@ -160,16 +160,17 @@ def _render(args):
     return x, target, [tuple(int(v) for v in a["box"]) for a in anns], rgb
 
 
-def pbr_frames(cfg: SegConfig, containers, n: int, train: bool, cache_dir, log=print):
+def pbr_frames(cfg: SegConfig, containers, n: int, kind: str, cache_dir, log=print):
     """``n`` path-traced frames at half the procedural frame size (the network's input size by
-    default) as :func:`make_frames` returns them (without the frames), and that size: training
-    frames (1-3 containers, train photographs, ``pbr_spp``) or evaluation frames (1-2 containers,
-    val photographs, 16 spp: bench/eval_segmenter.py's set)."""
+    default) as :func:`make_frames` returns them (without the frames), and that size. ``kind``:
+    ``train`` (1-3 containers, train photographs, ``pbr_spp``), ``train-hands`` (the same, each
+    container held by a hand, other seeds) or ``eval`` (1-2 containers, val photographs, 16 spp:
+    bench/eval_segmenter.py's set)."""
     from fillcls.world.pbr import make_frameset_pbr
 
-    kw = dict(seed=1000 + cfg.seed, spp=cfg.pbr_spp, split="train", n_containers=(1, 3), hands=cfg.pbr_hands) \
-        if train else \
-        dict(seed=11, spp=16, split="val", n_containers=(1, 2))
+    train = dict(spp=cfg.pbr_spp, split="train", n_containers=(1, 3))
+    kw = {"train": dict(seed=1000 + cfg.seed, **train), "train-hands": dict(seed=2000 + cfg.seed, hands=1.0, **train),
+          "eval": dict(seed=11, spp=16, split="val", n_containers=(1, 2))}[kind]
     frames, fgs, boxes = make_frameset_pbr(n, containers, width=cfg.frame_w // 2, height=cfg.frame_h // 2,
                                            backdrops="photos", cache_dir=cache_dir,
                                            log=lambda m: log(f"[segtrain] {m}"), **kw)
@@ -329,11 +330,12 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_d
                 evals[kind] = (make_frames(cfg, test_ids, cfg.photo_eval_frames, cfg.seed + 20_000, kind=kind),
                                frame_hw)
         cache_dir = cache_dir or os.path.join(DEFAULT_RUNS, "cache")
-        if cfg.pbr_frames:
-            (px, py, _, _), _ = pbr_frames(cfg, train_ids, cfg.pbr_frames, True, cache_dir, log)
-            xs, ys = torch.cat([xs, px]), torch.cat([ys, py])
+        for kind, n in (("train", cfg.pbr_frames), ("train-hands", cfg.pbr_hand_frames)):
+            if n:
+                (px, py, _, _), _ = pbr_frames(cfg, train_ids, n, kind, cache_dir, log)
+                xs, ys = torch.cat([xs, px]), torch.cat([ys, py])
         if cfg.pbr_eval_frames:
-            evals["pbr-val"] = pbr_frames(cfg, test_ids, cfg.pbr_eval_frames, False, cache_dir, log)
+            evals["pbr-val"] = pbr_frames(cfg, test_ids, cfg.pbr_eval_frames, "eval", cache_dir, log)
         model, header = _fit(cfg, run, xs, ys, train_ids, resume, log, init)
         save_checkpoint(out_dir / "segmenter.pt", model.state_dict(), header)
         metrics = {k: evaluate(model, ex, ey, eb, hw) for k, ((ex, ey, eb, _), hw) in evals.items()}
