@@ -61,10 +61,14 @@ model-card: setup photos
 	$(PY) -m training segtrain --preset mix --split S1 --init runs/segmenter/mix/S1/segmenter.pt \
 		--train-frames 4000 --epochs 6 --lr 0.002 --out runs/segmenter/mix2/S1
 	$(PY) bench/eval_segmenter.py --model runs/segmenter/mix2/S1/segmenter.pt --backend torch --pbr 60 --json runs/seg_mix2.json
-	$(PY) bench/independent_photos.py models/segmenter.onnx runs/segmenter/mix/S1/segmenter.pt \
-		runs/segmenter/mix2/S1/segmenter.pt
-	for m in models/segmenter.onnx runs/segmenter/mix/S1/segmenter.pt runs/segmenter/mix2/S1/segmenter.pt; do \
+	$(PY) -m training segtrain --preset mix --split S1 --init runs/segmenter/mix/S1/segmenter.pt \
+		--pbr-hand-frames 200 --epochs 4 --lr 0.002 --out runs/segmenter/mixh/S1
+	$(PY) bench/eval_segmenter.py --model runs/segmenter/mixh/S1/segmenter.pt --backend torch --pbr 60 --json runs/seg_mixh.json
+	for m in models/segmenter.onnx runs/segmenter/mix/S1/segmenter.pt runs/segmenter/mix2/S1/segmenter.pt \
+		runs/segmenter/mixh/S1/segmenter.pt; do \
 		$(PY) bench/eval_segmenter.py --model $$m --procedural 0 --pbr 0 --negatives 0 --pbr-hands 30 || exit 1; done
+	$(PY) bench/independent_photos.py models/segmenter.onnx runs/segmenter/mix/S1/segmenter.pt \
+		runs/segmenter/mix2/S1/segmenter.pt runs/segmenter/mixh/S1/segmenter.pt
 	$(PY) -m training.data contact-sheet --renderer pbr --hands 1 --out docs/pbr_hands.png
 	$(PY) -m training.data generate --n 2400 --size 64 --seed 21 --out runs/xr/proc64
 	$(PY) -m training.data generate --renderer pbr --n 2400 --size 64 --spp 16 --seed 21 --out runs/xr/pbr64
