@@ -52,18 +52,13 @@ def frame_sets(args, test_ids):
         rows = [render_frame(np.random.default_rng([args.seed + 1, i]), 640, 480, test_ids, 1 + i % 3,
                              photo_split="val") for i in range(args.procedural)]
         sets["procedural+photo"] = ([r[0] for r in rows], [[a["box"] for a in r[1]] for r in rows])
-    if args.pbr:
-        from fillcls.world.pbr import make_frameset_pbr
+    for name, n, seed, hands in (("pbr", args.pbr, 11, 0.0), ("pbr+hands", args.pbr_hands, 12, 1.0)):
+        if n:
+            from fillcls.world.pbr import make_frameset_pbr
 
-        frames, _, boxes = make_frameset_pbr(args.pbr, test_ids, seed=11, spp=args.spp, split="val",
-                                             cache_dir=args.cache_dir, log=print)
-        sets["pbr"] = (list(frames), boxes)
-    if args.pbr_hands:
-        from fillcls.world.pbr import make_frameset_pbr
-
-        frames, _, boxes = make_frameset_pbr(args.pbr_hands, test_ids, seed=12, spp=args.spp, split="val",
-                                             cache_dir=args.cache_dir, log=print, hands=1.0)
-        sets["pbr+hands"] = (list(frames), boxes)
+            frames, _, boxes = make_frameset_pbr(n, test_ids, seed=seed, spp=args.spp, split="val",
+                                                 cache_dir=args.cache_dir, log=print, hands=hands)
+            sets[name] = (list(frames), boxes)
     if args.negatives:
         sets["negatives"] = ([no_container_frame(np.random.default_rng([args.seed + 2, i]), "val")[0]
                               for i in range(args.negatives)], [[] for _ in range(args.negatives)])

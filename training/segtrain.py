@@ -93,10 +93,10 @@ class SegConfig(Settings):
             raise ValueError("frames, epochs, batch_size, width, sizes and max_containers must be >= 1")
         if not (0 <= self.photo_frames and 0 <= self.negative_frames and self.photo_frames + self.negative_frames <= 1):
             raise ValueError("photo_frames and negative_frames must be >= 0 with a sum <= 1")
-        if min(self.photo_eval_frames, self.pbr_frames, self.pbr_eval_frames) < 0 or self.pbr_spp < 1:
-            raise ValueError("photo_eval_frames, pbr_frames and pbr_eval_frames must be >= 0, pbr_spp >= 1")
-        if self.pbr_hand_frames < 0:
-            raise ValueError(f"pbr_hand_frames must be >= 0, got {self.pbr_hand_frames}")
+        if min(self.photo_eval_frames, self.pbr_frames, self.pbr_eval_frames, self.pbr_hand_frames) < 0 \
+                or self.pbr_spp < 1:
+            raise ValueError("photo_eval_frames, pbr_frames, pbr_eval_frames and pbr_hand_frames must be >= 0, "
+                             "pbr_spp >= 1")
 
 
 #: ``cpu`` (default): the settings of ``models/segmenter.pt`` (procedural frames only); ``photos``:

@@ -42,7 +42,7 @@ from . import photos
 from .pbr_mesh import body_profile, dims, fill_level_y
 from .pbr_scene import linear_to_srgb, render, scene_dict
 from .profiles import container_ids as _ids
-from .raster import as_rng as _rng
+from .raster import as_rng as _rng, save_png
 from .render import CONTAINERS, FILLINGS, LEVEL_FRACTIONS, TRANSPARENT_LEVEL_P, VIEWS
 
 #: Bump whenever the rendering changes (invalidates caches).
@@ -485,8 +485,7 @@ def frames_sheet_pbr(path: str | None = None, n: int = 6, width: int = 240, heig
     tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
     sheet = np.concatenate([np.concatenate(tiles[r:r + columns], 1) for r in range(0, len(tiles), columns)], 0)
     if path:
-        with atomic_path(path, suffix=".png") as tmp:
-            cv2.imwrite(tmp, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        save_png(path, sheet)
     return sheet
 
 
@@ -510,6 +509,5 @@ def contact_sheet_pbr(path: str | None = None, tile: int = 96, spp: int = 32, se
             x = head_w + j * (tile + gap)
             sheet[y:y + tile, x:x + tile] = t.permute(1, 2, 0).numpy()
     if path:
-        with atomic_path(path, suffix=".png") as tmp:
-            cv2.imwrite(tmp, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        save_png(path, sheet)
     return sheet

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
+
+from ..atomic import atomic_path
+
+
+def save_png(path: str | os.PathLike, rgb: np.ndarray) -> str:
+    """Write an H x W x 3 uint8 RGB image as a PNG (atomically, folders made); returns ``path``."""
+    with atomic_path(path, suffix=".png") as tmp:
+        cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return os.fspath(path)
 
 
 def ellipse_sd(x: np.ndarray, y: np.ndarray, half_width: float, half_height: float) -> np.ndarray:

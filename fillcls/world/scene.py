@@ -5,7 +5,6 @@ exposure) and annotated; the public :func:`render_frame`, :func:`render_crop` an
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
 import cv2
@@ -20,7 +19,7 @@ from .instances import FILLINGS, HAND_PROB, LEVEL_FRACTIONS, Instance, make_inst
 from . import photos
 from .lighting import draw_shadow, expose
 from .profiles import CONTAINERS, container_ids
-from .raster import as_rng as _rng
+from .raster import as_rng as _rng, save_png
 
 
 def _annotations(inst: Instance, mask: np.ndarray, occlusion: float) -> dict:
@@ -241,6 +240,5 @@ def contact_sheet(path: str | None = None, per_level: int = 3, tile: int = 112, 
                 x = head_w + (j * per_level + k) * (tile + gap) + j * 4
                 sheet[y:y + tile, x:x + tile] = t.permute(1, 2, 0).numpy()
     if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        cv2.imwrite(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        save_png(path, sheet)
     return sheet
