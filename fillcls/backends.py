@@ -33,6 +33,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8", "fp16")
 META_HEADER = "fillcls_header"
 META_FORMAT = "fillcls_format"
 META_PRECISION = "fillcls_precision"
+META_NEAR_TIES = "fillcls_int8_near_ties"  # int8 files: the top-2 gaps of their calibration crops
 ONNX_FORMAT = "fillcls-onnx"
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 #: Default ``recheck_margin`` of the int8 classifier: int8 answers whose top-1 and top-2
@@ -191,9 +192,13 @@ class TorchRunner:
 def read_onnx_header(path: str | os.PathLike) -> tuple[CheckpointHeader, str]:
     """(fillcls header, precision) from an ONNX file's metadata, without loading the weights;
     CheckpointError naming the file if it is missing, not ONNX or has no fillcls header."""
+    path = os.fspath(path)
+    return _header_from_meta(path, _onnx_metadata(path))
+
+
+def _onnx_metadata(path: str) -> dict:
     import onnxruntime as ort
 
-    path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: model file not found")
     try:
@@ -202,7 +207,7 @@ def read_onnx_header(path: str | os.PathLike) -> tuple[CheckpointHeader, str]:
         meta = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).get_modelmeta()
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
-    return _header_from_meta(path, meta.custom_metadata_map)
+    return dict(meta.custom_metadata_map)
 
 
 def read_model_header(path: str | os.PathLike) -> CheckpointHeader:
@@ -336,15 +341,42 @@ def _fp16_copy(path: str) -> bytes:
     return convert_float_to_float16(onnx.load(path), keep_io_types=True).SerializeToString()
 
 
-def resolve_precision(precision: str, backend: str, path: str, device: str = "cpu") -> tuple[str, str]:
+#: ``precision: auto`` keeps fp32 when more than this share of the int8 copy's calibration answers
+#: would be re-checked: int8 + an fp32 re-run then costs about as much as fp32 alone (int8 is
+#: 0.45-0.7 x fp32 on the CPUs measured, bench/bench_backends.py).
+AUTO_MAX_RECHECK = 0.25
+
+
+def near_tie_rate(int8_path: str, margin: float) -> float | None:
+    """Share of the int8 model's calibration crops whose top two probabilities lie within
+    ``margin`` (what the fp32 re-check would re-run), from its metadata; None if not recorded."""
+    raw = _onnx_metadata(int8_path).get(META_NEAR_TIES)
+    if not raw:
+        return None
+    try:
+        gaps = json.loads(raw)["gap_percentiles"]  # the 0th, 5th, ..., 100th percentile
+        return float(np.interp(margin, gaps, np.linspace(0.0, 1.0, len(gaps)), left=0.0, right=1.0))
+    except Exception as exc:
+        raise CheckpointError(f"{int8_path}: bad {META_NEAR_TIES} metadata ({exc})") from exc
+
+
+def resolve_precision(precision: str, backend: str, path: str, device: str = "cpu",
+                      int8_recheck: float = INT8_RECHECK_MARGIN) -> tuple[str, str]:
     """``(precision, why)``: ``auto`` is int8 (near-ties re-checked in fp32) for onnxruntime on the
-    CPU when the model is int8 or has its int8 copy beside it (``make models`` writes it), else
-    fp32; any other precision is itself (``why`` empty)."""
+    CPU when the model is int8 or has its int8 copy beside it (``make models`` and setup write
+    it), unless the copy records that more than :data:`AUTO_MAX_RECHECK` of its calibration answers
+    would be re-checked at ``int8_recheck``; else fp32. Any other precision is itself (``why``
+    empty)."""
     if precision != "auto":
         return precision, ""
     if backend == "onnxruntime" and parse_device(device)[0] == "cpu" and model_format(path) == "onnx":
         q = int8_sibling(path)
         if os.path.isfile(q):
+            rate = near_tie_rate(q, int8_recheck) if int8_recheck > 0 else None
+            if rate is not None and rate > AUTO_MAX_RECHECK:
+                return "fp32", (f"precision auto -> fp32: {q} answers {rate:.0%} of its calibration crops within "
+                                f"{int8_recheck:g} of a tie, which int8_recheck would re-run in fp32 "
+                                f"(more than {AUTO_MAX_RECHECK:.0%}: no faster than fp32)")
             return "int8", f"precision auto -> int8: {q} found beside the model (answers near a tie re-checked in fp32)"
         if os.path.isfile(path) and read_onnx_header(path)[1] == "int8":
             return "int8", f"precision auto -> int8: {path} is quantised"
@@ -361,7 +393,7 @@ def load_classifier_runner(path: str, backend: str = "auto", device: str = "cpu"
     the backend); ValueError for an unknown backend / precision / device."""
     check_precision(precision)
     backend = resolve_backend(backend, path)
-    precision, why = resolve_precision(precision, backend, path, device)
+    precision, why = resolve_precision(precision, backend, path, device, int8_recheck)
     if backend == "onnxruntime":
         runner = OrtRunner(path, device, precision, threads, recheck_margin=int8_recheck)
         runner.precision_choice = why
@@ -394,8 +426,10 @@ def _fp32_ends(model) -> list[str]:
 def quantize_int8(fp32_path: str, out_path: str, calibration: np.ndarray, per_channel: bool = True,
                   percentile: float = INT8_PERCENTILE) -> str:
     """Static QDQ int8 copy of the fp32 ONNX model ``fp32_path`` at ``out_path`` (atomic write),
-    calibrated on ``calibration`` (N x 3 x S x S float32 in [0, 1], e.g. training crops); the fillcls
-    metadata is kept, with precision ``int8``. Returns ``out_path``.
+    calibrated on ``calibration`` (N x 3 x S x S float32 in [0, 1], e.g. training crops; whole
+    batches of 16, the rest left out); the fillcls metadata is kept, with precision ``int8`` and
+    the percentiles of the int8 answers' top-2 gaps on the calibration crops (:func:`near_tie_rate`,
+    used by ``precision: auto``). Returns ``out_path``.
 
     u8 activations (histogram percentile ``percentile``), s8 per-channel weights, the first
     convolution and the final fully-connected layer kept in fp32: the best agreement with fp32 of
@@ -412,7 +446,9 @@ def quantize_int8(fp32_path: str, out_path: str, calibration: np.ndarray, per_ch
 
     header, _ = read_onnx_header(fp32_path)
     name = onnx.load(fp32_path, load_external_data=False).graph.input[0].name
-    batches = [calibration[i:i + 16].astype(np.float32) for i in range(0, len(calibration), 16)]
+    # equal batches: onnxruntime's histogram calibrator fails on a shorter last batch
+    bs = min(16, len(calibration))
+    batches = [calibration[i:i + bs].astype(np.float32) for i in range(0, len(calibration) // bs * bs, bs)]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -433,8 +469,22 @@ def quantize_int8(fp32_path: str, out_path: str, calibration: np.ndarray, per_ch
                             extra_options={"CalibPercentile": float(percentile)})
             model = onnx.load(dst)
             set_metadata(model, header, "int8")
+            entry = model.metadata_props.add()
+            entry.key, entry.value = META_NEAR_TIES, _near_ties(model, name, batches)
             onnx.save(model, dst)
     return out_path
+
+
+def _near_ties(model, name: str, batches) -> str:
+    """JSON of the 0th, 5th, ..., 100th percentile of the top-2 probability gaps of the
+    ``onnx.ModelProto`` ``model`` on ``batches`` (the META_NEAR_TIES metadata)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    probs = np.concatenate([softmax(sess.run(None, {name: b})[0]) for b in batches])
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    gaps = np.percentile(top2[:, 1] - top2[:, 0], np.arange(0, 101, 5))
+    return json.dumps({"crops": len(probs), "gap_percentiles": [round(float(g), 5) for g in gaps]})
 
 
 def set_metadata(model, header: CheckpointHeader, precision: str = "fp32") -> None:

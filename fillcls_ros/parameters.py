@@ -115,8 +115,10 @@ NODE_PARAMETERS: tuple[Param, ...] = (
           "an empty model_path: onnxruntime on the CPU, torch on a CUDA GPU when onnxruntime has no CUDA "
           "provider)", "rebuild", choices=("auto", "onnxruntime", "torch")),
     Param("precision", "auto", "Arithmetic: auto (int8 with onnxruntime on the CPU when the model's int8 copy "
-          "<model>.int8.onnx is beside it, written by `make models`; else fp32); fp32; fp16 (CUDA); bf16 (torch on a CPU with AMX / AVX512-BF16, "
-          "else fp32 with a warning); int8 (onnxruntime, the quantised <model>.int8.onnx beside the model)",
+          "<model>.int8.onnx is beside it, written by setup / `make models`, unless it records that more than "
+          "25 % of its answers would be re-checked; else fp32); fp32; fp16 (CUDA); bf16 (torch on a CPU with "
+          "AMX / AVX512-BF16, else fp32 with a warning); int8 (onnxruntime, the quantised <model>.int8.onnx "
+          "beside the model)",
           "rebuild", choices=("auto", "fp32", "fp16", "bf16", "int8")),
     Param("int8_recheck", 0.1, "precision int8: answers whose top two class probabilities differ by less are "
           "computed again in fp32 (the model beside the int8 file); 0: pure int8", "rebuild", range=(0.0, 1.0)),

@@ -46,4 +46,13 @@ if [ ! -f "$STAMP/package" ] || [ setup.py -nt "$STAMP/package" ]; then
   pip install --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true
   "$VENV/bin/python" -c "import fillcls.core, training" && touch "$STAMP/package"
 fi
+# The int8 copy of the shipped classifier, which `precision: auto` runs on the CPU (not committed: one
+# compact file per default model; calibrated on procedural training crops, ~30 s, byte-identical to
+# the one `make models` writes).
+if [ -f models/default.onnx ]; then
+  mkdir -p "$ROOT/build"
+  "$VENV/bin/python" -m training.onnx_export --int8-of models/default.onnx --if-missing >"$ROOT/build/int8.log" 2>&1 \
+    || { echo "[setup] int8 copy of models/default.onnx failed, see build/int8.log" >&2; tail -n 5 "$ROOT/build/int8.log" >&2; exit 1; }
+  tail -n 1 "$ROOT/build/int8.log" | sed 's/^/[setup] /'
+fi
 echo "[setup] ready: $VENV"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -154,13 +155,46 @@ def test_int8_recheck_recomputes_near_ties_in_fp32(onnx_pair, tmp_path):
     assert small.rechecked == redo.sum() and small.answered == 64
     alone = backends.OrtRunner(backends.int8_sibling(fp32), precision="int8", recheck_margin=0.1)
     assert alone.recheck is None and "not re-checked" in alone.warnings[0]
-    auto, _ = backends.load_classifier_runner(fp32, precision="auto")  # the int8 copy beside it: int8 + re-check
+    # the random model answers near-ties: the int8 copy records it and auto keeps fp32 (re-checks would cost more)
+    q = backends.int8_sibling(fp32)
+    rate = backends.near_tie_rate(q, backends.INT8_RECHECK_MARGIN)
+    top2 = np.sort(backends.OrtRunner(q, precision="int8")(rng.random((32, 3, 32, 32), dtype=np.float32)), 1)
+    assert rate > backends.AUTO_MAX_RECHECK and backends.near_tie_rate(q, 1.01) == 1.0
+    assert (top2[:, -1] - top2[:, -2] < 0.1).mean() > backends.AUTO_MAX_RECHECK
+    auto, _ = backends.load_classifier_runner(fp32, precision="auto")
+    assert auto.precision == "fp32" and "no faster than fp32" in backends.describe_runner(auto)
+    assert backends.load_classifier_runner(fp32, precision="auto", int8_recheck=0)[0].precision == "int8"  # pure int8
+    model = onnx.load(q)  # a confident model's copy: few near-ties recorded -> auto = int8 + re-check
+    next(p for p in model.metadata_props if p.key == backends.META_NEAR_TIES).value = '{"gap_percentiles": [0.5, 1]}'
+    onnx.save(model, q)
+    assert backends.near_tie_rate(q, 0.1) == 0.0
+    auto, _ = backends.load_classifier_runner(fp32, precision="auto")
     assert auto.precision == "int8" and auto.recheck is not None and auto.recheck_margin == backends.INT8_RECHECK_MARGIN
     assert "precision auto -> int8" in backends.describe_runner(auto)
     est = FillingEstimator(EstimatorConfig(fp32, segmentation_backend="threshold"))  # auto is the default
     assert est.precision == "int8" and est.backend == "onnxruntime"
     pt_runner, _ = backends.load_classifier_runner(onnx_pair[0], "torch", precision="auto")
     assert pt_runner.precision == "fp32"
+
+
+def test_int8_copy_of_an_existing_export(onnx_pair, tmp_path, capsys):
+    """`python -m training.onnx_export --int8-of` (what setup runs for the shipped model) writes the
+    copy `auto` picks, skips it when up to date, and refuses what is not an fp32 classifier."""
+    from training import onnx_export
+
+    fp32 = str(tmp_path / "tiny.onnx")
+    shutil.copy(onnx_pair[1], fp32)
+    assert onnx_export.main(["--int8-of", fp32, "--calibration-crops", "24"]) == 0
+    q = backends.int8_sibling(fp32)
+    assert backends.read_onnx_header(q) == (backends.read_onnx_header(fp32)[0], "int8")
+    assert backends.resolve_precision("auto", "onnxruntime", fp32, int8_recheck=0)[0] == "int8"
+    assert 0 <= backends.near_tie_rate(q, 0.1) <= 1  # recorded on the 16 crops of the one whole batch
+    before = os.path.getmtime(q)
+    assert onnx_export.main(["--int8-of", fp32, "--if-missing"]) == 0 and os.path.getmtime(q) == before
+    assert "up to date" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        onnx_export.main(["--int8-of", q])
+    assert exc.value.code == 2 and "tiny.int8.onnx: not an fp32 classifier" in capsys.readouterr().err
 
 
 def test_bad_onnx_files_name_the_file(tmp_path, onnx_pair):

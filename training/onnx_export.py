@@ -96,9 +96,23 @@ def export_onnx(checkpoint: str, out_path: str, opset: int = DEFAULT_OPSET, fp16
     _check(model, out_path, example)
     written = [out_path]
     if int8 and header.kind == "classifier":
-        crops = calibration_set(header.input_size, calibration_crops, calibration_split, seed)
-        written.append(backends.quantize_int8(out_path, backends.int8_sibling(out_path), crops))
+        written.append(quantize_onnx(out_path, None, calibration_crops, calibration_split, seed))
     return written
+
+
+def quantize_onnx(fp32_path: str, out_path: str | None = None, calibration_crops: int = 1024,
+                  calibration_split: str = "S1", seed: int = 0) -> str:
+    """The int8 copy of the fp32 classifier ONNX ``fp32_path`` (default ``<stem>.int8.onnx``,
+    where ``precision: auto`` looks), calibrated on ``calibration_crops`` procedural crops of
+    ``calibration_split``'s training containers at the model's input size: the same file
+    ``export --int8`` writes. Returns the path written; CheckpointError naming ``fp32_path`` if it
+    is not an fp32 fillcls classifier."""
+    header, precision = backends.read_onnx_header(fp32_path)
+    if header.kind != "classifier" or precision != "fp32":
+        raise CheckpointError(f"{fp32_path}: not an fp32 classifier ({header.kind}, {precision}); "
+                              "int8 copies are made from the fp32 classifier export")
+    crops = calibration_set(header.input_size, calibration_crops, calibration_split, seed)
+    return backends.quantize_int8(fp32_path, out_path or backends.int8_sibling(fp32_path), crops)
 
 
 def _check(model, path: str, example: torch.Tensor, atol: float = 1e-3) -> None:
@@ -127,20 +141,41 @@ def calibration_set(size: int, n: int = 256, split: str = "S1", seed: int = 0) -
 
 
 def main(argv=None) -> int:
-    """``python -m training.onnx_export CHECKPOINT OUT.onnx [--int8] [--fp32-weights]``."""
+    """``python -m training.onnx_export CHECKPOINT OUT.onnx [--int8] [--fp32-weights]``, or
+    ``python -m training.onnx_export --int8-of MODEL.onnx [--if-missing]`` (the int8 copy of an
+    fp32 export, beside it)."""
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint")
-    ap.add_argument("out")
+    ap.add_argument("checkpoint", nargs="?")
+    ap.add_argument("out", nargs="?")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     ap.add_argument("--int8", action="store_true", help="also write <stem>.int8.onnx (classifiers)")
     ap.add_argument("--fp32-weights", action="store_true", help="store fp32 weights even for an fp16 checkpoint")
+    ap.add_argument("--int8-of", metavar="MODEL.onnx", default=None,
+                    help="only write the int8 copy <stem>.int8.onnx of this fp32 classifier export")
+    ap.add_argument("--if-missing", action="store_true",
+                    help="with --int8-of: do nothing if the int8 copy exists and is newer than the model")
+    ap.add_argument("--calibration-crops", type=int, default=1024, metavar="N",
+                    help="procedural training crops the int8 calibration sees (default 1024)")
     args = ap.parse_args(argv)
-    for p in export_onnx(args.checkpoint, args.out, args.opset, False if args.fp32_weights else None, args.int8):
+    if args.int8_of:
+        src, dst = args.int8_of, backends.int8_sibling(args.int8_of)
+        if args.if_missing and os.path.isfile(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
+            print(f"{dst} is up to date")
+            return 0
+        try:
+            written = [quantize_onnx(src, None, args.calibration_crops)]
+        except CheckpointError as exc:
+            ap.exit(2, f"error: {exc}\n")
+    else:
+        if not (args.checkpoint and args.out):
+            ap.error("CHECKPOINT and OUT are required (or --int8-of MODEL.onnx)")
+        written = export_onnx(args.checkpoint, args.out, args.opset, False if args.fp32_weights else None, args.int8,
+                              args.calibration_crops)
+    for p in written:
         print(f"wrote {p} ({os.path.getsize(p) / 2**20:.1f} MiB)")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
