@@ -177,5 +177,6 @@ def main(argv=None) -> int:
         print(f"wrote {p} ({os.path.getsize(p) / 2**20:.1f} MiB)")
     return 0
 
+
 if __name__ == "__main__":
     raise SystemExit(main())
