@@ -35,12 +35,13 @@ BIN = os.path.dirname(sys.executable)
 
 
 def bare_forward(model_path: str, size: int, threads: int, repeats: int = 30, backend: str = "torch",
-                 precision: str = "fp32", int8_recheck: float = 0.0) -> float:
-    """Median seconds of one batch-1 forward at ``size`` px with the node's runner
-    (:func:`fillcls.backends.load_classifier_runner`: ``backend``, ``precision``, ``threads``)."""
+                 precision: str = "fp32", int8_recheck: float = 0.0) -> tuple[float, str]:
+    """(median seconds of one batch-1 forward at ``size`` px, the runner's description) with the
+    node's runner (:func:`fillcls.backends.load_classifier_runner`: ``backend``, ``precision``,
+    ``threads``; what ``precision: auto`` picked and why)."""
     import numpy as np
 
-    from fillcls.backends import load_classifier_runner
+    from fillcls.backends import describe_runner, load_classifier_runner
 
     if backend != "onnxruntime":
         import torch
@@ -54,7 +55,7 @@ def bare_forward(model_path: str, size: int, threads: int, repeats: int = 30, ba
         runner(x)
         if i >= 5:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), describe_runner(runner)
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -136,10 +137,10 @@ def main(argv=None) -> int:
         from fillcls.backends import INT8_RECHECK_MARGIN
 
         args.int8_recheck = INT8_RECHECK_MARGIN if args.model else 0.0
-    forward = bare_forward(model, args.size, args.threads, backend=args.inference_backend, precision=args.precision,
+    forward, runner = bare_forward(model, args.size, args.threads, backend=args.inference_backend, precision=args.precision,
                            int8_recheck=args.int8_recheck)
     print(f"bare forward (batch 1, {args.size} px, {args.threads} threads, {args.inference_backend} "
-          f"{args.precision}): {forward * 1e3:.1f} ms")
+          f"{args.precision}): {forward * 1e3:.1f} ms\nclassifier runner: {runner}")
 
     node_params = params_file({"model_path": model, "device": "cpu", "input_size": args.size,
                                "segmentation_backend": args.backend, "publish_debug_image": False,
