@@ -101,8 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "int8", "fp16"),
                     help="the node's precision parameter (int8 / auto: an int8 copy is made too)")
     ap.add_argument("--int8-recheck", type=float, default=None,
-                    help="the node's int8_recheck parameter (default: 0 for the random model, whose answers are "
-                         "all near-ties, else the node's default)")
+                    help="the node's int8_recheck parameter (default: 0 for the random model, whose near-ties "
+                         "say nothing about a trained model's, else the node's default)")
     ap.add_argument("--node-threads", type=int, default=0, help="the node's cpu_threads parameter (0: one "
                     "per core)")
     args = ap.parse_args(argv)
