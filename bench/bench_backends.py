@@ -260,7 +260,7 @@ def main(argv=None) -> int:
                 if recheck:
                     row["agree"] += f" ({100 * runner.rechecked / runner.answered:.1f} % re-run in fp32)"
             if recheck and not name.startswith("shipped"):
-                row[name] = "n/a (random weights: every answer is a near-tie)"
+                row[name] = "n/a (random weights: their near-ties say nothing about a trained model's)"
             elif recheck and crops is not None:  # per crop, batch 1: int8 plus the fp32 re-runs it makes
                 t0 = time.perf_counter()
                 for i in range(len(crops)):

@@ -137,10 +137,10 @@ def main(argv=None) -> int:
         from fillcls.backends import INT8_RECHECK_MARGIN
 
         args.int8_recheck = INT8_RECHECK_MARGIN if args.model else 0.0
-    forward, runner = bare_forward(model, args.size, args.threads, backend=args.inference_backend, precision=args.precision,
-                           int8_recheck=args.int8_recheck)
+    forward, runner_text = bare_forward(model, args.size, args.threads, backend=args.inference_backend,
+                                        precision=args.precision, int8_recheck=args.int8_recheck)
     print(f"bare forward (batch 1, {args.size} px, {args.threads} threads, {args.inference_backend} "
-          f"{args.precision}): {forward * 1e3:.1f} ms\nclassifier runner: {runner}")
+          f"{args.precision}): {forward * 1e3:.1f} ms\nclassifier runner: {runner_text}")
 
     node_params = params_file({"model_path": model, "device": "cpu", "input_size": args.size,
                                "segmentation_backend": args.backend, "publish_debug_image": False,

@@ -18,6 +18,7 @@ class probabilities (B x 4) for a classifier, foreground probabilities (B x h x 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -197,10 +198,18 @@ def read_onnx_header(path: str | os.PathLike) -> tuple[CheckpointHeader, str]:
 
 
 def _onnx_metadata(path: str) -> dict:
-    import onnxruntime as ort
-
+    """The custom metadata of the ONNX file ``path``, read once per version of the file (start-up
+    reads the same files for the header, the near-tie record and the runner)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: model file not found")
+    st = os.stat(path)
+    return dict(_read_onnx_metadata(path, st.st_mtime_ns, st.st_size, st.st_ino))
+
+
+@functools.lru_cache(maxsize=16)
+def _read_onnx_metadata(path: str, mtime_ns: int, size: int, ino: int) -> dict:
+    import onnxruntime as ort
+
     try:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -279,14 +279,14 @@ def plan_frame(seed, width: int, height: int, containers=None, n_containers: int
     wall, table, env, source = _textures(rng, backdrops, split)
     camera = _camera(rng, items, view0, width, height, rng.uniform(*extent) * min(width, height) * 1.2, spread=0.8)
     glossy = rng.random() < 0.4
-    return add_hands({"width": int(width), "height": int(height), "items": items if n_containers else [],
-            "camera": camera,
+    plan = {"width": int(width), "height": int(height), "items": items if n_containers else [], "camera": camera,
             "light": _light(rng, view0, camera, width, height), "backdrop": wall, "table": table, "envmap": env,
             "backdrop_source": source, "backdrop_distance": float(rng.uniform(15, 60)), "backdrop_size": 400.0,
             "table_repeat": float(rng.uniform(2, 8)), "texture_seed": int(rng.integers(1 << 31)),
             "table_bsdf": {"type": "plastic", "int_ior": 1.5} if glossy else {"type": "diffuse"},
             "seed": int(rng.integers(1 << 31)), "exposure": float(rng.uniform(0.14, 0.26)),
-            "noise": float(rng.uniform(0, 3))}, hands)
+            "noise": float(rng.uniform(0, 3))}
+    return add_hands(plan, hands)
 
 
 def _develop(linear: np.ndarray, plan: dict) -> np.ndarray:
