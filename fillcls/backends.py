@@ -3,10 +3,11 @@
 A *runner* takes a float32 batch in [0, 1] (B x 3 x H x W, numpy or torch) and returns numpy:
 class probabilities (B x 4) for a classifier, foreground probabilities (B x h x w) for FillSegNet.
 
-* ``torch``: eager PyTorch. On the CPU with ``optimize`` (the old ``cpu_jit``) BatchNorm is folded
-  into the convolutions (``torch.fx`` conv-BN fusion) and the model runs channels-last; no
-  TorchScript. ``bf16``: CPU autocast where the CPU has bf16 units (AMX / AVX512-BF16), else fp32
-  with a warning; ``fp16``: half precision on CUDA.
+* ``torch``: eager PyTorch. With ``optimize`` (the old ``cpu_jit``) BatchNorm is folded into the
+  convolutions (``torch.fx`` conv-BN fusion) and the model runs channels-last; no TorchScript. On
+  CUDA each batch shape is captured once as a CUDA graph and replayed (batches padded to a power
+  of two; eager if capture fails). ``bf16``: CPU autocast where the CPU has bf16 units (AMX /
+  AVX512-BF16), else fp32 with a warning; ``fp16``: half precision on CUDA.
 * ``onnxruntime``: an ``.onnx`` file written by :func:`training.onnx_export.export_onnx` (the
   fillcls header in its metadata); CPU execution provider, CUDA / TensorRT providers where
   installed. ``int8``: a statically quantised (QDQ) model, the file itself or ``<stem>.int8.onnx``
@@ -121,27 +122,75 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def optimize_for_cpu(model):
-    """``model`` (eval) with BatchNorm folded into the convolutions (``torch.fx`` fusion) and in
-    channels-last memory format: same outputs up to float rounding, faster with oneDNN. Returns
-    ``model`` itself if it cannot be traced."""
-    import torch
+def fold_batchnorm(model):
+    """``model`` (eval) with BatchNorm folded into the convolutions (``torch.fx`` conv-BN fusion):
+    same outputs up to float rounding, fewer kernels. Returns ``model`` itself if it cannot be traced."""
     from torch.fx.experimental.optimization import fuse
 
     try:
-        fused = fuse(model.eval())
+        return fuse(model.eval())
     except Exception:  # pragma: no cover - untraceable architectures
-        fused = model.eval()
-    return fused.to(memory_format=torch.channels_last)
+        return model.eval()
+
+
+class CudaGraphs:
+    """``fn`` (a tensor -> tensor function of fixed weights, called under inference mode) replayed
+    as CUDA graphs: one captured per input shape, the batch padded to a power of two up to
+    :attr:`MAX_BATCH` (larger batches run eagerly). A failed capture switches to eager for good and
+    records why in ``failed``. Outputs are only valid until the next call (copy them)."""
+
+    MAX_BATCH = 32
+
+    def __init__(self, fn: Callable, device):
+        self.fn, self.device = fn, device
+        self.graphs: dict[tuple, tuple] = {}
+        self.failed = ""
+
+    def __call__(self, x):
+        n = int(x.shape[0])
+        if self.failed or not 0 < n <= self.MAX_BATCH:
+            return self.fn(x)
+        padded = 1 << (n - 1).bit_length()
+        key = (padded, *x.shape[1:], x.dtype, x.is_contiguous())
+        entry = self.graphs.get(key)
+        if entry is None:
+            try:
+                entry = self.graphs[key] = self._capture(x, padded)
+            except Exception as exc:  # driver / allocator limits: stay correct, run eagerly
+                self.failed = f"CUDA graph capture failed ({type(exc).__name__}: {exc}): running eagerly"
+                return self.fn(x)
+        graph, static_in, static_out = entry
+        static_in[:n].copy_(x)
+        graph.replay()
+        return static_out[:n]
+
+    def _capture(self, x, batch: int):
+        import torch
+
+        static_in = torch.zeros((batch, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        if not x.is_contiguous():
+            static_in = static_in.contiguous(memory_format=torch.channels_last)
+        with torch.cuda.device(self.device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the graph (cuDNN plans, allocator)
+                for _ in range(2):
+                    self.fn(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.fn(static_in)
+        return graph, static_in, static_out
 
 
 class TorchRunner:
     """A torch module as a runner (see the module doc): ``precision`` fp32, bf16 (CPU autocast
-    where supported) or fp16 (CUDA); ``optimize``: :func:`optimize_for_cpu` on the CPU. ``warnings``
-    lists the fallbacks taken; ``post`` maps the float32 output tensor to probabilities."""
+    where supported) or fp16 (CUDA); ``optimize``: :func:`fold_batchnorm` and channels-last;
+    ``cuda_graphs``: :class:`CudaGraphs` on a CUDA device. ``warnings`` lists the fallbacks taken;
+    ``post`` maps the float32 output tensor to probabilities."""
 
     def __init__(self, model, device, precision: str = "fp32", optimize: bool = True,
-                 post: Callable | None = None):
+                 post: Callable | None = None, cuda_graphs: bool = True):
         import torch
 
         self.warnings: list[str] = []
@@ -159,14 +208,19 @@ class TorchRunner:
                 self.warnings.append(f"bf16 is not supported by this CPU ({why}): running in fp32")
                 self.precision = "fp32"
             self.autocast = ok
-        model = model.eval().to(self.device)
+        model = fold_batchnorm(model) if optimize else model.eval()
+        model = model.to(self.device)
         if self.precision == "fp16":
             model = model.half()
-        self.channels_last = self.device.type == "cpu" and (optimize or self.autocast)
+        self.channels_last = optimize or (self.device.type == "cpu" and self.autocast)
         if self.channels_last:
-            model = optimize_for_cpu(model) if optimize else model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.post = post or (lambda y: torch.softmax(y, dim=1))
+        self.graphs = None
+        if cuda_graphs and self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+            self.graphs = CudaGraphs(lambda x: self.post(self.model(x).float()), self.device)
 
     def forward(self, batch):
         """Float32 torch output (on the CPU) of a batch (numpy or torch)."""
@@ -179,6 +233,11 @@ class TorchRunner:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                                      enabled=self.autocast and self.precision == "bf16"):
+            if self.graphs is not None:
+                out = self.graphs(x).cpu()
+                if self.graphs.failed and self.graphs.failed not in self.warnings:
+                    self.warnings.append(self.graphs.failed)
+                return out
             return self.post(self.model(x).float()).cpu()
 
     def __call__(self, batch) -> np.ndarray:

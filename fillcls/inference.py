@@ -84,8 +84,8 @@ class EstimatorConfig:
     segmentation_model: str = ""  # learned / maskrcnn weights ("" = packaged segmenter for learned)
     segmentation_mask_threshold: float = 0.5
     maskrcnn_classes: tuple = ("cup", "wine glass")
-    # torch backend on the CPU: fold BatchNorm into the convolutions and run channels-last
-    # (fillcls.backends.optimize_for_cpu; same outputs). The name is historical: no TorchScript.
+    # torch backend: fold BatchNorm into the convolutions and run channels-last, on the CPU and
+    # on CUDA (fillcls.backends.fold_batchnorm; same outputs). The name is historical: no TorchScript.
     cpu_jit: bool = True
     inference_backend: str = "auto"  # torch | onnxruntime | auto (by the model file: .onnx -> onnxruntime)
     # auto (int8 when onnxruntime runs on the CPU and <model>.int8.onnx is beside the model, else fp32)

@@ -122,8 +122,8 @@ NODE_PARAMETERS: tuple[Param, ...] = (
           "rebuild", choices=("auto", "fp32", "fp16", "bf16", "int8")),
     Param("int8_recheck", 0.1, "precision int8: answers whose top two class probabilities differ by less are "
           "computed again in fp32 (the model beside the int8 file); 0: pure int8", "rebuild", range=(0.0, 1.0)),
-    Param("cpu_jit", True, "torch on the CPU: fold BatchNorm into the convolutions and run channels-last (same "
-          "outputs, faster)", "rebuild"),
+    Param("cpu_jit", True, "torch (CPU and CUDA): fold BatchNorm into the convolutions and run channels-last "
+          "(same outputs, faster)", "rebuild"),
     Param("cpu_threads", 0, "CPU threads of the inference engine; 0: its default (one per core). Set it to the "
           "cores left free by other processes: threads that wait for a busy core slow every frame down many times",
           "rebuild", range=(0, 256)),
