@@ -566,7 +566,8 @@ def set_metadata(model, header: CheckpointHeader, precision: str = "fp32") -> No
 
 
 def describe_runner(runner) -> str:
-    """``torch fp32 (CPU)`` / ``onnxruntime int8 (CPUExecutionProvider)``, for logs."""
+    """``torch fp32 (cpu)`` / ``torch fp16 (cuda), CUDA graphs`` / ``onnxruntime int8
+    (CPUExecutionProvider)``, for logs."""
     why = getattr(runner, "precision_choice", "")
     if isinstance(runner, OrtRunner):
         out = f"onnxruntime {runner.precision} ({runner.providers[0]})"
@@ -574,6 +575,8 @@ def describe_runner(runner) -> str:
             out += f", answers within {runner.recheck_margin:g} of a tie re-checked in fp32"
     else:
         out = f"torch {runner.precision} ({runner.device})"
+        if getattr(runner, "graphs", None) is not None:
+            out += ", CUDA graphs" + (" (capture failed: eager)" if runner.graphs.failed else "")
     return out + (f"; {why}" if why else "")
 
 
