@@ -66,6 +66,12 @@ model-card: setup photos
 			--tag lr05 || exit 1; done
 	$(PY) -m training compare $(foreach s,S1 S2 S3,runs/cpu/$(s)/ST_et0/model.pt runs/cpu/$(s)/AT-FT_L1_es0.5_et0/model.pt \
 		runs/cpu-lr05/$(s)/AT-FT_L1_es0.5_et0/model.pt) --preset cpu --pbr 320 --json runs/compare_cpu32.json
+	$(PY) -m training pretrain --preset cpu --eps 0.05 1
+	$(PY) -m training train --preset cpu --split S1 --strategy AT-FT --eps-source 0.05 --lr-transfer 0.05 --tag lr05
+	$(PY) -m training train --preset cpu --split S2 --strategy AT-FT --eps-source 1 --lr-transfer 0.05 --tag lr05
+	$(PY) -m training compare $(foreach s,S1 S2,runs/cpu/$(s)/ST_et0/model.pt runs/cpu-lr05/$(s)/AT-FT_L1_es0.5_et0/model.pt) \
+		runs/cpu-lr05/S1/AT-FT_L1_es0.05_et0/model.pt runs/cpu-lr05/S2/AT-FT_L1_es1_et0/model.pt \
+		--preset cpu --pbr 320 --json runs/compare_cpu32_eps.json
 	$(PY) -m training segtrain --preset photos --split S1
 	$(PY) -m training segtrain --preset mix --split S1
 	$(PY) bench/eval_segmenter.py --model models/segmenter.onnx --pbr 60 --json runs/seg_shipped.json
@@ -87,8 +93,13 @@ model-card: setup photos
 	$(PY) -m training.data generate --renderer pbr --n 2400 --size 64 --spp 16 --seed 21 --out runs/xr/pbr64
 	$(PY) -m training.data merge runs/xr/mix64/manifest.csv runs/xr/proc64/manifest.csv runs/xr/pbr64/manifest.csv
 	for d in proc64 pbr64 mix64; do $(PY) -m training train $(XR_ARGS) --data runs/xr/$$d/manifest.csv --tag xr-$$d || exit 1; done
+	for d in proc64 mix64; do $(PY) -m training train $(XR_ARGS) --strategy AT-FT --eps-source 0.5 --lr-transfer 0.05 \
+		--source-dir $(SOURCE64) --data runs/xr/$$d/manifest.csv --tag xr-$$d || exit 1; done
 	$(PY) -m training compare $(foreach d,proc64 pbr64 mix64,runs/cpu-xr-$(d)/S1/ST_et0/model.pt) \
 		--preset cpu --size 64 --n-samples 4800 --eval-max 0 --pbr 320 --json runs/compare_xr.json
+	$(PY) -m training compare $(foreach d,proc64 mix64,runs/cpu-xr-$(d)/S1/ST_et0/model.pt \
+		runs/cpu-xr-$(d)/S1/AT-FT_L1_es0.5_et0/model.pt) \
+		--preset cpu --size 64 --n-samples 4800 --eval-max 0 --pbr 320 --json runs/compare_xr_atft.json
 
 # Real photographs from Debian packages (backgrounds, distractor cut-outs, no-container
 # negatives) -> data/photos/, never committed; sources and licences in docs/data.md.
