@@ -29,6 +29,7 @@ imports only ``fillcls``, ``training``, torch, numpy, OpenCV and onnxruntime). S
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -191,9 +192,10 @@ def node_latency(args, device: str, log) -> dict[str, dict]:
             stages = {k: [] for k in ("segment", "preprocess", "classify")}
             found = []
 
-            def one(i=[0]):
-                i[0] += 1
-                found.append(len(est.predict(frames[i[0] % len(frames)])))
+            cycle = itertools.cycle(frames)
+
+            def one():
+                found.append(len(est.predict(next(cycle))))
                 for k, v in est.last_timing.items():
                     stages[k].append(1000 * v)
 
