@@ -59,6 +59,11 @@ model-card: setup photos
 	$(PY) -m training compare runs/cpu-default64/S1/ST_et0/model.pt runs/cpu-default64-ft/S1/AT-FT_L1_es0.5_et0/model.pt \
 		runs/cpu-default64-ft20/S1/AT-FT_L1_es0.5_et0/model.pt \
 		--preset cpu --size 64 --n-samples 4800 --eval-max 0 --pbr 320 --json runs/compare_64.json
+	$(PY) -m training pretrain --preset cpu --size 64 --eps 0.05 --out $(SOURCE64)
+	$(PY) -m training train $(DEFAULT_MODEL_ARGS) --eps-source 0.05
+	$(PY) -m training compare runs/cpu-default64-ft20/S1/AT-FT_L1_es0.5_et0/model.pt \
+		runs/cpu-default64-ft20/S1/AT-FT_L1_es0.05_et0/model.pt \
+		--preset cpu --size 64 --n-samples 4800 --eval-max 0 --pbr 320 --json runs/compare_64_eps005.json
 	$(PY) -m training pretrain --preset cpu --eps 0 0.5
 	for s in S1 S2 S3; do $(PY) -m training train --preset cpu --split $$s --strategy ST && \
 		$(PY) -m training train --preset cpu --split $$s --strategy AT-FT --eps-source 0.5 && \
