@@ -38,6 +38,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "bench"))  # bench_backends: the S1 test crops, the CPU's name
 
 
 def stand_in_sources(directory: str, eps: float) -> dict:
@@ -222,14 +223,11 @@ def accuracy(device: str, log) -> dict[str, dict]:
     and top-1 agreement with torch fp32 on the CPU, per CUDA precision (the node's torch path)."""
     import numpy as np
 
+    from bench_backends import s1_test_crops
     from fillcls import backends, core
-    from training.data.ccm import split_cropset
-    from training.data.procedural import make_cropset
 
     t0 = time.perf_counter()
-    _, test = split_cropset(make_cropset(4800, 64, seed=0), "S1")
-    x = test.images.numpy().astype(np.float32) / np.float32(255.0)
-    y = test.labels.numpy()
+    x, y = s1_test_crops()
     log(f"S1 test crops: {len(y)} in {time.perf_counter() - t0:.1f} s")
     path = os.path.join(REPO, "models", "default.pt")
 
@@ -367,8 +365,6 @@ def main(argv=None) -> int:
     args.out_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else ""
     if args.out_dir:
         os.makedirs(args.out_dir, exist_ok=True)
-    import platform
-
     import torch
 
     from training.config import get_preset
@@ -378,8 +374,9 @@ def main(argv=None) -> int:
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    from bench_backends import cpu_model
+
+    cpu = cpu_model()
     print(f"torch {torch.__version__}, device {device} ({name}), CPU {cpu} x {os.cpu_count()}, "
           f"python {sys.version.split()[0]}", flush=True)
     results: dict = {"device": device, "device_name": name, "cpu": cpu, "cpus": os.cpu_count(),

@@ -137,12 +137,12 @@ class CudaGraphs:
     """``fn`` (a tensor -> tensor function of fixed weights, called under inference mode) replayed
     as CUDA graphs: one captured per input shape, the batch padded to a power of two up to
     :attr:`MAX_BATCH` (larger batches run eagerly). A failed capture switches to eager for good and
-    records why in ``failed``. Outputs are only valid until the next call (copy them)."""
+    records why in ``failed`` and in ``warnings``. Outputs are only valid until the next call (copy them)."""
 
     MAX_BATCH = 32
 
-    def __init__(self, fn: Callable, device):
-        self.fn, self.device = fn, device
+    def __init__(self, fn: Callable, device, warnings: list[str]):
+        self.fn, self.device, self.warnings = fn, device, warnings
         self.graphs: dict[tuple, tuple] = {}
         self.failed = ""
 
@@ -158,6 +158,7 @@ class CudaGraphs:
                 entry = self.graphs[key] = self._capture(x, padded)
             except Exception as exc:  # driver / allocator limits: stay correct, run eagerly
                 self.failed = f"CUDA graph capture failed ({type(exc).__name__}: {exc}): running eagerly"
+                self.warnings.append(self.failed)
                 return self.fn(x)
         graph, static_in, static_out = entry
         static_in[:n].copy_(x)
@@ -220,7 +221,7 @@ class TorchRunner:
         self.graphs = None
         if cuda_graphs and self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-            self.graphs = CudaGraphs(lambda x: self.post(self.model(x).float()), self.device)
+            self.graphs = CudaGraphs(lambda x: self.post(self.model(x).float()), self.device, self.warnings)
 
     def forward(self, batch):
         """Float32 torch output (on the CPU) of a batch (numpy or torch)."""
@@ -234,10 +235,7 @@ class TorchRunner:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                                      enabled=self.autocast and self.precision == "bf16"):
             if self.graphs is not None:
-                out = self.graphs(x).cpu()
-                if self.graphs.failed and self.graphs.failed not in self.warnings:
-                    self.warnings.append(self.graphs.failed)
-                return out
+                return self.graphs(x).cpu()
             return self.post(self.model(x).float()).cpu()
 
     def __call__(self, batch) -> np.ndarray:
