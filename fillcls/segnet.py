@@ -1,11 +1,13 @@
 """The ``learned`` segmentation backend's network and its mask-to-instances post-processing.
 
-:class:`FillSegNet` is a small encoder-decoder (U-Net-like, ~0.2 M parameters) that maps an RGB
+:class:`FillSegNet` is a small encoder-decoder (U-Net-like, ~0.3 M parameters) that maps an RGB
 frame shrunk to ``input_hw`` (default 120 x 160) to a container-foreground logit map at half that
 resolution. :func:`instances` turns the probability map into one box + mask + score per
 container (connected components; parts of one container cut by a hand are merged). Trained by
 ``python -m training segtrain`` on the procedural full frames; checkpoints use the project
-format with ``kind="segmenter"``.
+format with ``kind="segmenter"``. :class:`SegLRASPP` (MobileNetV3-Large + LR-ASPP, 3.2 M
+parameters; the shipped ``models/segmenter.pt``) has the same inputs and outputs; a header's
+``arch`` says which network a file holds.
 
 This module imports no torch: the network itself, :func:`load_segnet` and :func:`frame_to_input`
 live in :mod:`fillcls.segnet_torch` and are re-exported here on first use.
@@ -17,7 +19,8 @@ import cv2
 import numpy as np
 
 from .spec import CheckpointHeader
-from .segnet_spec import DEFAULT_INPUT_HW, SEGNET_ARCH, check_segmenter_header, frame_to_array  # noqa: F401
+from .segnet_spec import (DEFAULT_INPUT_HW, LRASPP_ARCH, SEGNET_ARCH, SEGNET_ARCHS,  # noqa: F401
+                          check_segmenter_header, frame_to_array)
 
 
 def instances(prob: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5,
@@ -61,20 +64,23 @@ def instances(prob: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.
 
 
 def segmenter_header(input_hw=DEFAULT_INPUT_HW, width: int = 16, model_id: str = "",
-                     training: dict | None = None) -> CheckpointHeader:
-    """Checkpoint header of a FillSegNet (``input_size`` is the input height; width in training)."""
-    return CheckpointHeader(arch=SEGNET_ARCH, classes=("background", "container"), input_size=int(input_hw[0]),
+                     training: dict | None = None, arch: str = SEGNET_ARCH) -> CheckpointHeader:
+    """Checkpoint header of a segmenter of ``arch`` (:data:`SEGNET_ARCHS`; ``input_size`` is the input
+    height; the input size and FillSegNet's width are in ``training``)."""
+    if arch not in SEGNET_ARCHS:
+        raise ValueError(f"unknown segmenter architecture {arch!r}; choose from {', '.join(SEGNET_ARCHS)}")
+    return CheckpointHeader(arch=arch, classes=("background", "container"), input_size=int(input_hw[0]),
                             model_id=model_id, kind="segmenter",
                             training={"input_hw": list(input_hw), "width": width, **(training or {})})
 
 
 
 
-_TORCH_NAMES = ("FillSegNet", "load_segnet", "frame_to_input")
+_TORCH_NAMES = ("FillSegNet", "SegLRASPP", "build_segnet", "load_segnet", "frame_to_input")
 
 
 def __getattr__(name):
-    """``FillSegNet``, ``load_segnet``, ``frame_to_input`` from :mod:`fillcls.segnet_torch` (imports torch)."""
+    """The torch names (:data:`_TORCH_NAMES`) from :mod:`fillcls.segnet_torch` (imports torch)."""
     if name in _TORCH_NAMES:
         from . import segnet_torch
 

@@ -9,6 +9,10 @@ import numpy as np
 from .spec import CheckpointError, CheckpointHeader
 
 SEGNET_ARCH = "fillsegnet"
+#: The larger network: torchvision's MobileNetV3-Large encoder with an LR-ASPP head.
+LRASPP_ARCH = "lraspp_mobilenet_v3_large"
+#: Every segmenter architecture a checkpoint may name.
+SEGNET_ARCHS = (SEGNET_ARCH, LRASPP_ARCH)
 DEFAULT_INPUT_HW = (120, 160)
 
 
@@ -22,7 +26,9 @@ def frame_to_array(rgb: np.ndarray, input_hw=DEFAULT_INPUT_HW) -> np.ndarray:
 
 
 def check_segmenter_header(path, header: CheckpointHeader) -> tuple[int, int]:
-    """The network input (h, w) of a FillSegNet header; CheckpointError naming ``path`` otherwise."""
-    if header.kind != "segmenter" or header.arch != SEGNET_ARCH:
-        raise CheckpointError(f"{path}: holds a {header.kind!r} {header.arch!r} model, not a {SEGNET_ARCH} segmenter")
+    """The network input (h, w) of a segmenter header (:data:`SEGNET_ARCHS`); CheckpointError naming
+    ``path`` otherwise."""
+    if header.kind != "segmenter" or header.arch not in SEGNET_ARCHS:
+        raise CheckpointError(f"{path}: holds a {header.kind!r} {header.arch!r} model, not a segmenter "
+                              f"({' or '.join(SEGNET_ARCHS)})")
     return tuple(int(v) for v in (header.training or {}).get("input_hw", DEFAULT_INPUT_HW))

@@ -46,6 +46,15 @@ if [ ! -f "$STAMP/package" ] || [ setup.py -nt "$STAMP/package" ]; then
   pip install --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true
   "$VENV/bin/python" -c "import fillcls.core, training" && touch "$STAMP/package"
 fi
+# The ONNX export of the shipped segmenter, which the node runs with onnxruntime (not committed: one
+# compact file per default model, models/segmenter.pt; ~30 s, the same bytes as `make models` writes).
+if [ -f models/segmenter.pt ]; then
+  mkdir -p "$ROOT/build"
+  "$VENV/bin/python" -m training.onnx_export models/segmenter.pt models/segmenter.onnx --if-missing \
+    >"$ROOT/build/segmenter_onnx.log" 2>&1 \
+    || { echo "[setup] ONNX export of models/segmenter.pt failed, see build/segmenter_onnx.log" >&2; tail -n 5 "$ROOT/build/segmenter_onnx.log" >&2; exit 1; }
+  tail -n 1 "$ROOT/build/segmenter_onnx.log" | sed 's/^/[setup] /'
+fi
 # The int8 copy of the shipped classifier, which `precision: auto` runs on the CPU (not committed: one
 # compact file per default model; calibrated on procedural training crops, ~30 s, byte-identical to
 # the one `make models` writes).

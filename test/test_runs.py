@@ -67,7 +67,7 @@ def test_segtrain_init_starts_from_a_finished_run(tmp_path):
     for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
         if wa.is_floating_point() and "running" not in name:  # lr ~0: the weights barely move
             assert torch.allclose(wa, wb, atol=1e-4), name
-    with pytest.raises(CheckpointError, match="segmenter.pt: a width-8 segmenter"):
+    with pytest.raises(CheckpointError, match=r"segmenter.pt: a fillsegnet \(width 8\) segmenter"):
         segtrain(cfg.replace(init=first, width=16), tmp_path / "c", log=quiet)
     with pytest.raises(CheckpointError, match="missing.pt"):
         segtrain(cfg.replace(init=str(tmp_path / "missing.pt")), tmp_path / "d", log=quiet)

@@ -155,7 +155,8 @@ def main(argv=None) -> int:
     ap.add_argument("--int8-of", metavar="MODEL.onnx", default=None,
                     help="only write the int8 copy <stem>.int8.onnx of this fp32 classifier export")
     ap.add_argument("--if-missing", action="store_true",
-                    help="with --int8-of: do nothing if the int8 copy exists and is newer than the model")
+                    help="do nothing if the file to write exists and is newer than its source (the "
+                         "checkpoint, or with --int8-of the fp32 export)")
     ap.add_argument("--calibration-crops", type=int, default=1024, metavar="N",
                     help="procedural training crops the int8 calibration sees (default 1024)")
     args = ap.parse_args(argv)
@@ -171,6 +172,9 @@ def main(argv=None) -> int:
     else:
         if not (args.checkpoint and args.out):
             ap.error("CHECKPOINT and OUT are required (or --int8-of MODEL.onnx)")
+        if args.if_missing and os.path.isfile(args.out) and os.path.getmtime(args.out) >= os.path.getmtime(args.checkpoint):
+            print(f"{args.out} is up to date")
+            return 0
         written = export_onnx(args.checkpoint, args.out, args.opset, False if args.fp32_weights else None, args.int8,
                               args.calibration_crops)
     for p in written:

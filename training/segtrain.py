@@ -1,6 +1,7 @@
 """``python -m training segtrain``: train the node's ``learned`` segmentation backend.
 
-The network (:class:`fillcls.segnet.FillSegNet`) learns container-foreground masks from the
+The network (:class:`fillcls.segnet.FillSegNet`, or the larger MobileNetV3 LR-ASPP
+:class:`fillcls.segnet.SegLRASPP` with ``--arch``) learns container-foreground masks from the
 procedural full camera frames (:func:`training.data.render_frame`) of a split's *training*
 containers, and is evaluated on frames of its *test* containers (unseen shapes): mean mask IoU
 and box recall / precision at IoU 0.5, with the node's own post-processing
@@ -25,11 +26,12 @@ import torch.nn.functional as F
 from fillcls.atomic import WriteError
 from fillcls.core import CheckpointError, read_checkpoint, save_checkpoint
 from fillcls.evaluation import count_matches
-from fillcls.segnet import FillSegNet, frame_to_input, instances, load_segnet, segmenter_header
+from fillcls.segnet import (LRASPP_ARCH, SEGNET_ARCH, SEGNET_ARCHS, build_segnet, frame_to_input, instances,
+                           load_segnet, segmenter_header)
 from fillcls.world import photos
 from fillcls.world.photos import PhotoIndexError, PhotosMissingError
 from training.runs import (DEFAULT_RUNS, RunDir, RunError, Settings, add_run_options, add_settings_options,
-                           copy_file, setting, settings_from_args)
+                           copy_file, setting, settings_from_args, setup_device)
 
 
 def tqdm(iterable, **kw):
@@ -76,7 +78,27 @@ class SegConfig(Settings):
                                       "to the others (cached apart from them)")
     init: str = setting("", "start from this segmenter checkpoint's weights (same width and input size) "
                             "instead of random ones: fine-tune a finished run on more frames")
+    arch: str = setting(SEGNET_ARCH, f"network: {SEGNET_ARCH} (0.3 M parameters) or {LRASPP_ARCH} "
+                                     "(MobileNetV3-Large + LR-ASPP, 3.2 M, random init)")
+    low_stride: int = setting(4, f"{LRASPP_ARCH}: output stride (4 or 8) of the detail features")
+    frames_dir: str = setting("", "a folder of your own labelled frames added to the training frames: "
+                                  "NAME.jpg / NAME.png and NAME.mask.png (non-zero = container)")
+    frames_repeat: int = setting(1, "how many times each frame of frames_dir is repeated per epoch")
+    aspect_jitter: float = setting(0.0, "stretch each training batch's aspect ratio by a random factor in "
+                                        "[1/(1+a), 1+a] (zoom in along one axis, crop back): containers "
+                                        "taller / wider than the training ones (0 = off)")
     seed: int = setting(0, "seed of frames and training")
+
+    def identity(self) -> dict:
+        """The values that decide the result (:meth:`to_dict`; the fields added with the larger
+        network are left out while they hold their defaults, so earlier runs still match)."""
+        d = self.to_dict()
+        if self.arch == SEGNET_ARCH:
+            d.pop("low_stride")
+        for name in ("arch", "frames_dir", "frames_repeat", "aspect_jitter"):
+            if d[name] == SegConfig.__dataclass_fields__[name].default:
+                d.pop(name)
+        return d
 
     @property
     def uses_photos(self) -> bool:
@@ -97,12 +119,18 @@ class SegConfig(Settings):
                 or self.pbr_spp < 1:
             raise ValueError("photo_eval_frames, pbr_frames, pbr_eval_frames and pbr_hand_frames must be >= 0, "
                              "pbr_spp >= 1")
+        if self.arch not in SEGNET_ARCHS:
+            raise ValueError(f"arch: unknown segmenter {self.arch!r}; choose from {', '.join(SEGNET_ARCHS)}")
+        if self.low_stride not in (4, 8) or self.frames_repeat < 1 or not 0 <= self.aspect_jitter <= 3:
+            raise ValueError("low_stride must be 4 or 8, frames_repeat >= 1 and aspect_jitter in [0, 3]")
 
 
-#: ``cpu`` (default): the settings of ``models/segmenter.pt`` (procedural frames only); ``photos``:
+#: ``cpu`` (default): FillSegNet on procedural frames only (the shipped segmenter until 2026-11-26); ``photos``:
 #: the same with 45 % of the frames in front of real photographs and 20 % photographs without a
 #: container (``make photos``; measured worse so far: docs/model_card.md); ``mix``: 30 % photo frames,
 #: 10 % negatives and 600 path-traced frames (Mitsuba 3) added, evaluated on path-traced frames too;
+#: ``gpu``: the MobileNetV3 LR-ASPP network on 20 x more frames (the first stage of the shipped
+#: ``models/segmenter.pt``, with ``--train-frames 12000 --epochs 6``: Makefile, docs/model_card.md);
 #: ``tiny``: seconds, tests.
 PRESETS: dict[str, SegConfig] = {
     "tiny": SegConfig().replace(train_frames=24, eval_frames=8, epochs=2, batch_size=8, width=8,
@@ -111,6 +139,8 @@ PRESETS: dict[str, SegConfig] = {
     "photos": SegConfig(photo_frames=0.45, negative_frames=0.2, photo_eval_frames=100),
     "mix": SegConfig(photo_frames=0.3, negative_frames=0.1, photo_eval_frames=100, pbr_frames=600,
                      pbr_eval_frames=60),
+    "gpu": SegConfig(arch=LRASPP_ARCH, train_frames=32_000, epochs=8, batch_size=32, lr=2e-3,
+                     photo_frames=0.35, negative_frames=0.15, photo_eval_frames=100),
 }
 #: What a frame of :func:`make_frames` shows: the procedural scene, the scene in front of a photo of
 #: the ``train`` / ``val`` split, or a photo of that split with cut-outs and no container.
@@ -151,13 +181,13 @@ def _sample(rgb: np.ndarray, mask: np.ndarray, cfg: SegConfig) -> tuple[np.ndarr
 
 
 def _render(args):
-    seed, cfg, containers, kind = args
+    seed, cfg, containers, kind, keep_rgb = args
     rgb, anns = _scene(seed, cfg, containers, kind)
     mask = np.zeros(rgb.shape[:2], bool)
     for a in anns:
         mask |= a["mask"]
     x, target = _sample(rgb, mask, cfg)
-    return x, target, [tuple(int(v) for v in a["box"]) for a in anns], rgb
+    return x, target, [tuple(int(v) for v in a["box"]) for a in anns], rgb if keep_rgb else None
 
 
 def pbr_frames(cfg: SegConfig, containers, n: int, kind: str, cache_dir, log=print):
@@ -179,15 +209,22 @@ def pbr_frames(cfg: SegConfig, containers, n: int, kind: str, cache_dir, log=pri
             boxes, None), tuple(frames.shape[1:3])
 
 
+def _one_thread() -> None:
+    """Render workers use one thread each (OpenCV's and torch's pools would oversubscribe the cores:
+    16 workers x 16 threads rendered slower than one process)."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def make_frames(cfg: SegConfig, containers, n: int, seed: int, keep_rgb: bool = False, workers: int = 2,
                 kind: str | None = "procedural"):
     """Render ``n`` frames of ``kind`` (:data:`FRAME_KINDS`; None: the training mix of ``cfg``):
     uint8 network inputs, uint8 soft targets, true boxes (and frames)."""
-    jobs = [(seed * 1_000_003 + i, cfg, tuple(containers), kind) for i in range(n)]
+    jobs = [(seed * 1_000_003 + i, cfg, tuple(containers), kind, keep_rgb) for i in range(n)]
     if workers > 1 and n >= 16:
         import multiprocessing as mp
 
-        with mp.get_context("forkserver").Pool(workers) as pool:
+        with mp.get_context("forkserver").Pool(workers, initializer=_one_thread) as pool:
             rows = list(tqdm(pool.imap(_render, jobs, chunksize=8), total=n, desc="render", leave=False))
     else:
         rows = [_render(j) for j in tqdm(jobs, desc="render", leave=False)]
@@ -195,6 +232,38 @@ def make_frames(cfg: SegConfig, containers, n: int, seed: int, keep_rgb: bool = 
     ys = torch.from_numpy(np.stack([r[1] for r in rows]))
     boxes = [r[2] for r in rows]
     return xs, ys, boxes, ([r[3] for r in rows] if keep_rgb else None)
+
+
+def labelled_frames(cfg: SegConfig):
+    """The frames of ``cfg.frames_dir`` as :func:`make_frames` returns them (without the frames):
+    each ``NAME.jpg`` / ``NAME.png`` with its ``NAME.mask.png``; ValueError naming the file that
+    cannot be read, lacks its mask or whose mask is of another size."""
+    folder = Path(cfg.frames_dir)
+    if not folder.is_dir():
+        raise ValueError(f"frames_dir: {folder} is not a folder")
+    images = sorted(p for p in folder.iterdir()
+                    if p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.name.endswith(".mask.png"))
+    if not images:
+        raise ValueError(f"frames_dir: {folder} holds no NAME.jpg / NAME.png frames")
+    xs, ys, boxes = [], [], []
+    for path in images:
+        mask_path = path.with_name(path.stem + ".mask.png")
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) if mask_path.is_file() else None
+        if bgr is None:
+            raise ValueError(f"frames_dir: cannot read {path}")
+        if mask is None:
+            raise ValueError(f"frames_dir: {path} has no readable mask {mask_path.name}")
+        if mask.shape != bgr.shape[:2]:
+            raise ValueError(f"frames_dir: {mask_path} is {mask.shape[1]} x {mask.shape[0]}, its frame "
+                             f"{bgr.shape[1]} x {bgr.shape[0]}")
+        x, y = _sample(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), mask > 0, cfg)
+        xs.append(x)
+        ys.append(y)
+        boxes.append(None)
+    xs, ys = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+    r = cfg.frames_repeat
+    return xs.repeat(r, 1, 1, 1), ys.repeat(r, 1, 1), boxes * r, None
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -208,12 +277,14 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def evaluate(model, xs, ys, boxes, frame_hw, mask_threshold: float = 0.5) -> dict:
-    """Mean foreground IoU and box recall / precision at IoU 0.5 (node post-processing)."""
+    """Mean foreground IoU and box recall / precision at IoU 0.5 (node post-processing), on the
+    model's device."""
     model.eval()
+    device = next(model.parameters()).device
     ious, tp, n_true, n_pred = [], 0, 0, 0
     t0 = time.perf_counter()
     for i in range(len(xs)):
-        prob = torch.sigmoid(model(xs[i: i + 1].float() / 255))[0].numpy()
+        prob = torch.sigmoid(model(xs[i: i + 1].to(device).float() / 255))[0].float().cpu().numpy()
         dets = instances(prob, frame_hw, mask_threshold)
         fg, gt = prob >= mask_threshold, ys[i].numpy() >= 128
         union = (fg | gt).sum()
@@ -228,20 +299,42 @@ def evaluate(model, xs, ys, boxes, frame_hw, mask_threshold: float = 0.5) -> dic
             "containers": n_true, "ms_per_frame": ms}
 
 
+def stretch(x: torch.Tensor, y: torch.Tensor, factor: float, gen: torch.Generator):
+    """Frames ``x`` (B x 3 x h x w) and targets ``y`` (B x h/2 x w/2) with their aspect ratio
+    multiplied by ``factor``: > 1 widens (zoom in horizontally), < 1 heightens (zoom in vertically);
+    one random window of the original size is kept, so nothing is padded."""
+    h, w = x.shape[-2:]
+    sh, sw = (1.0, factor) if factor >= 1 else (1.0 / factor, 1.0)
+    H, W = max(h, round(h * sh / 2) * 2), max(w, round(w * sw / 2) * 2)
+    top = int(torch.randint(0, (H - h) // 2 + 1, (), generator=gen)) * 2
+    left = int(torch.randint(0, (W - w) // 2 + 1, (), generator=gen)) * 2
+    x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)[..., top:top + h, left:left + w]
+    y = F.interpolate(y[:, None], size=(H // 2, W // 2), mode="bilinear", align_corners=False)[:, 0]
+    return x, y[..., top // 2:(top + h) // 2, left // 2:(left + w) // 2]
+
+
 def _train_epoch(model, opt, sched, xs, ys, cfg: SegConfig, epoch: int, log) -> None:
-    """One epoch over a random permutation of the frames (flip and brightness augmentation)."""
+    """One epoch over a random permutation of the frames (flip and brightness augmentation); on
+    CUDA under bf16 autocast."""
     model.train()
+    device = next(model.parameters()).device
     steps_per_epoch = max(1, len(xs) // cfg.batch_size)
     perm = torch.randperm(len(xs))
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     total, t0 = 0.0, time.perf_counter()
     bar = tqdm(range(steps_per_epoch), desc=f"segtrain {cfg.split} epoch {epoch + 1}/{cfg.epochs}", leave=False)
     for s in bar:
         idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-        x, y = xs[idx].float() / 255, ys[idx].float() / 255
+        x, y = xs[idx].to(device).float() / 255, ys[idx].to(device).float() / 255
         if torch.rand(()) < 0.5:
             x, y = x.flip(-1), y.flip(-1)
-        x = x * (0.8 + 0.4 * torch.rand(len(x), 1, 1, 1))  # brightness
-        loss = loss_fn(model(x.clamp(0, 1)), y)
+        x = x * (0.8 + 0.4 * torch.rand(len(x), 1, 1, 1)).to(device)  # brightness
+        if cfg.aspect_jitter:
+            a = float(torch.empty(()).uniform_(-1, 1)) * np.log1p(cfg.aspect_jitter)
+            x, y = stretch(x, y, float(np.exp(a)), gen)
+        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x.clamp(0, 1))
+        loss = loss_fn(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -256,7 +349,7 @@ def _train_epoch(model, opt, sched, xs, ys, cfg: SegConfig, epoch: int, log) -> 
 def _resume(last: Path, cfg: SegConfig, model, opt, sched, log) -> int:
     """Restore ``last.pt``; the epoch it ends (refuses a state of other settings)."""
     _, state, extra = read_checkpoint(last)
-    if extra.get("config") != cfg.to_dict():
+    if extra.get("config") != cfg.identity():
         raise RunError(f"{last} was made with other settings; use --no-resume to start over")
     model.load_state_dict(state)
     opt.load_state_dict(extra["optimizer"])
@@ -270,16 +363,18 @@ def _init_weights(cfg: SegConfig, log) -> dict:
     """The weights of ``cfg.init``; CheckpointError naming the file if they do not fit these settings."""
     start, header, hw = load_segnet(cfg.init)
     width = int((header.training or {}).get("width", 16))
-    if width != cfg.width or tuple(hw) != (cfg.input_h, cfg.input_w):
-        raise CheckpointError(f"{cfg.init}: a width-{width} segmenter at {hw[1]} x {hw[0]}; these settings "
-                              f"train width {cfg.width} at {cfg.input_w} x {cfg.input_h}")
+    if header.arch != cfg.arch or tuple(hw) != (cfg.input_h, cfg.input_w) or \
+            (cfg.arch == SEGNET_ARCH and width != cfg.width):
+        raise CheckpointError(f"{cfg.init}: a {header.arch} (width {width}) segmenter at {hw[1]} x {hw[0]}; "
+                              f"these settings train a {cfg.arch} (width {cfg.width}) at {cfg.input_w} x {cfg.input_h}")
     log(f"[segtrain] starting from the weights of {cfg.init}")
     return start.state_dict()
 
 
-def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log, init: dict | None = None):
-    """Train FillSegNet on (xs, ys) with a per-epoch ``last.pt``; returns (model, header)."""
-    model = FillSegNet(cfg.width)
+def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log, init: dict | None = None,
+         device: str = "cpu"):
+    """Train the segmenter on (xs, ys) with a per-epoch ``last.pt``; returns (model on the CPU, header)."""
+    model = build_segnet(cfg.arch, cfg.width, cfg.low_stride)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps_per_epoch = max(1, len(xs) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
@@ -287,31 +382,49 @@ def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log, init
     start = _resume(last, cfg, model, opt, sched, log) if resume and last.exists() else 0
     if init is not None and start == 0:
         model.load_state_dict(init)
-    header = segmenter_header((cfg.input_h, cfg.input_w), cfg.width, model_id=f"fillsegnet-{cfg.split}",
+    model.to(device)
+    _optimizer_to(opt, device)
+    if device != "cpu":  # the frames fit the GPU's memory: no copy per step
+        xs, ys = xs.to(device), ys.to(device)
+        torch.backends.cudnn.benchmark = True
+    name = "fillsegnet" if cfg.arch == SEGNET_ARCH else "lraspp"
+    header = segmenter_header((cfg.input_h, cfg.input_w), cfg.width, model_id=f"{name}-{cfg.split}",
                               training={"split": cfg.split, "train_containers": list(train_ids),
-                                        "config": cfg.to_dict()})
+                                        "config": cfg.to_dict(), "low_stride": cfg.low_stride,
+                                        "device": device},
+                              arch=cfg.arch)
     for epoch in range(start, cfg.epochs):
         _train_epoch(model, opt, sched, xs, ys, cfg, epoch, log)
-        save_checkpoint(last, model.state_dict(), header, extra={
+        save_checkpoint(last, {k: v.cpu() for k, v in model.state_dict().items()}, header, extra={
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-            "epoch": epoch + 1, "config": cfg.to_dict()})
-    return model, header
+            "epoch": epoch + 1, "config": cfg.identity()})
+    return model.cpu(), header
 
 
-def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_dir=None) -> dict:
+def _optimizer_to(opt, device: str) -> None:
+    """Move an optimizer's state tensors (after a resume) to ``device``."""
+    for state in opt.state.values():
+        for k, v in state.items():
+            if torch.is_tensor(v) and v.dim() > 0:
+                state[k] = v.to(device)
+
+
+def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_dir=None, device: str = "cpu",
+          workers: int = 2) -> dict:
     """Train (or resume, or skip if finished) one segmenter in ``out_dir``; returns the result.
 
     The run directory follows :class:`training.runs.RunDir`: a finished run of the same settings
     is skipped, an interrupted one resumes from ``last.pt``, a directory holding a run of other
     settings is refused (:class:`RunError`) unless ``resume=False``. Path-traced frames are
-    cached in ``cache_dir`` (default ``<DEFAULT_RUNS>/cache``, where the other commands cache)."""
+    cached in ``cache_dir`` (default ``<DEFAULT_RUNS>/cache``, where the other commands cache).
+    ``workers`` processes render the frames; ``device`` trains (neither changes the run's identity)."""
     from training.data import split_containers
 
     out_dir = Path(out_dir)
     if cfg.uses_photos and not photos.available():
         raise PhotosMissingError(f"segtrain: these settings use real photographs but {photos.photos_root()} has "
                                  "none: run `make photos` first (or use --preset cpu)")
-    run = RunDir(out_dir, cfg.to_dict(), outputs=(str(out_dir / "segmenter.pt"),), what="segmenter run",
+    run = RunDir(out_dir, cfg.identity(), outputs=(str(out_dir / "segmenter.pt"),), what="segmenter run",
                  elsewhere="another --out")
     done = run.begin({"settings": cfg.to_dict()}, resume)
     if done is not None:
@@ -321,14 +434,19 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_d
         train_ids, test_ids = split_containers(cfg.split)
         torch.manual_seed(cfg.seed)
         init = _init_weights(cfg, log) if cfg.init else None
+        own = labelled_frames(cfg) if cfg.frames_dir else None  # a bad file fails before any rendering
         # render everything before torch starts its thread pools (forking after that can hang)
-        xs, ys, _, _ = make_frames(cfg, train_ids, cfg.train_frames, cfg.seed, kind=None)
+        xs, ys, _, _ = make_frames(cfg, train_ids, cfg.train_frames, cfg.seed, kind=None, workers=workers)
         frame_hw = (cfg.frame_h, cfg.frame_w)
-        evals = {"procedural": (make_frames(cfg, test_ids, cfg.eval_frames, cfg.seed + 10_000), frame_hw)}
+        evals = {"procedural": (make_frames(cfg, test_ids, cfg.eval_frames, cfg.seed + 10_000, workers=workers),
+                                frame_hw)}
         if cfg.photo_eval_frames:
             for kind in ("photo-val", "negative-val"):
-                evals[kind] = (make_frames(cfg, test_ids, cfg.photo_eval_frames, cfg.seed + 20_000, kind=kind),
-                               frame_hw)
+                evals[kind] = (make_frames(cfg, test_ids, cfg.photo_eval_frames, cfg.seed + 20_000, kind=kind,
+                                           workers=workers), frame_hw)
+        if cfg.frames_dir:
+            xs, ys = torch.cat([xs, own[0]]), torch.cat([ys, own[1]])
+            log(f"[segtrain] {len(own[0])} labelled frames from {cfg.frames_dir}")
         cache_dir = cache_dir or os.path.join(DEFAULT_RUNS, "cache")
         for kind, n in (("train", cfg.pbr_frames), ("train-hands", cfg.pbr_hand_frames)):
             if n:
@@ -336,10 +454,10 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_d
                 xs, ys = torch.cat([xs, px]), torch.cat([ys, py])
         if cfg.pbr_eval_frames:
             evals["pbr-val"] = pbr_frames(cfg, test_ids, cfg.pbr_eval_frames, "eval", cache_dir, log)
-        model, header = _fit(cfg, run, xs, ys, train_ids, resume, log, init)
+        model, header = _fit(cfg, run, xs, ys, train_ids, resume, log, init, device)
         save_checkpoint(out_dir / "segmenter.pt", model.state_dict(), header)
         metrics = {k: evaluate(model, ex, ey, eb, hw) for k, ((ex, ey, eb, _), hw) in evals.items()}
-    result = run.finish({"config": cfg.to_dict(), "test_containers": list(test_ids), "metrics": metrics["procedural"],
+    result = run.finish({"config": cfg.to_dict(), "device": device, "test_containers": list(test_ids), "metrics": metrics["procedural"],
                          "photo_metrics": {k: v for k, v in metrics.items() if k != "procedural"}})
     for kind, m in metrics.items():
         log(f"[segtrain] {cfg.split} {kind} frames of test containers {', '.join(test_ids)}: " + describe_metrics(m))
@@ -356,16 +474,27 @@ def describe_metrics(m: dict) -> str:
             f"{m['ms_per_frame']:.1f} ms/frame)")
 
 
+def export(src, dst, half: bool = False) -> None:
+    """Copy a trained segmenter to ``dst``; ``half``: with its floating-point weights stored as
+    float16 (half the file; :func:`load_segnet` computes in float32)."""
+    if not half:
+        copy_file(src, dst)
+        return
+    header, state, _ = read_checkpoint(src)
+    save_checkpoint(dst, {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, header)
+
+
 def run_from_args(args) -> int:
     """``segtrain`` command: train (or resume / skip) and optionally export; returns the exit code."""
     cfg = settings_from_args(args, PRESETS, "seg_")
     out = Path(args.out or f"runs/segmenter/{args.preset}/{cfg.split}")
     try:
-        train(cfg, out, resume=args.resume, cache_dir=args.cache_dir)
+        train(cfg, out, resume=args.resume, cache_dir=args.cache_dir, device=setup_device(args),
+              workers=args.workers or os.cpu_count() or 2)
         if args.export:
-            copy_file(out / "segmenter.pt", args.export)
+            export(out / "segmenter.pt", args.export, args.half)
             load_segnet(args.export)  # the exported file loads
-    except (RunError, WriteError, CheckpointError, PhotosMissingError, PhotoIndexError) as exc:
+    except (RunError, WriteError, CheckpointError, PhotosMissingError, PhotoIndexError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.export:
@@ -378,15 +507,19 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("segtrain", help="train the node's learned segmentation backend",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_settings_options(p, SegConfig, PRESETS, default="cpu", prefix="seg_",
-                         preset_help="tiny: seconds (tests); cpu (default): the settings of "
-                                     "models/segmenter.pt, 1600 procedural frames x 12 epochs at 320 x 240, about "
-                                     "13 min; photos: the same with 45 %% of the frames in front of real photographs "
+                         preset_help="tiny: seconds (tests); cpu (default): FillSegNet (the shipped "
+                                     "segmenter until 2026-11-26), 1600 procedural frames x 12 epochs at 320 x 240, "
+                                     "about 13 min; photos: the same with 45 %% of the frames in front of real photographs "
                                      "and 20 %% photographs without a container (`make photos`); mix: 30 %% photo "
-                                     "frames, 10 %% negatives + 600 path-traced frames (about 30 min to render once)",
+                                     "frames, 10 %% negatives + 600 path-traced frames (about 30 min to render once); gpu: the "
+                                     "MobileNetV3 LR-ASPP network on 32 000 frames (35 %% photo frames, 15 %% "
+                                     "negatives) x 8 epochs, minutes on a GPU with 16 cores rendering",
                          description="override one value of the segmenter preset")
-    g = add_run_options(p, runs=False, device=False)
+    g = add_run_options(p, runs=False)
+    g.add_argument("--workers", type=int, default=0, help="processes rendering the frames (0: one per CPU core)")
     g.add_argument("--out", default="", help="run directory (default runs/segmenter/<preset>/<split>)")
     g.add_argument("--export", default="", help="also copy the trained model here (e.g. models/segmenter.pt)")
+    g.add_argument("--half", action="store_true", help="with --export: store the weights as float16")
     p.set_defaults(func=run_from_args)
 
 
