@@ -52,15 +52,12 @@ def pack_photos(out: Path) -> int:
 
 def pack_frames(out: Path, n: int, cache_dir: str) -> int:
     """``n`` cached path-traced training frames of the ``mix`` preset as jpg + mask png."""
-    from fillcls.world.pbr import make_frameset_pbr
     from training.data import split_containers
-    from training.segtrain import PRESETS
+    from training.segtrain import PRESETS, pbr_frameset
 
     cfg = PRESETS["mix"]
     train_ids, _ = split_containers(cfg.split)
-    frames, masks, _ = make_frameset_pbr(n, train_ids, width=cfg.frame_w // 2, height=cfg.frame_h // 2,
-                                         backdrops="photos", cache_dir=cache_dir, seed=1000 + cfg.seed,
-                                         spp=cfg.pbr_spp, split="train", n_containers=(1, 3))
+    frames, masks, _ = pbr_frameset(cfg, train_ids, n, "train", cache_dir)
     out.mkdir(parents=True, exist_ok=True)
     for i, (f, m) in enumerate(zip(frames, masks)):
         cv2.imwrite(str(out / f"pbr{i:04d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])

@@ -222,7 +222,7 @@ def test_segtrain_frames_dir_adds_labelled_frames_and_names_bad_files(tmp_path):
     mask[10:30, 20:40] = 255
     cv2.imwrite(str(tmp_path / "a.png"), frame)
     cv2.imwrite(str(tmp_path / "a.mask.png"), mask)
-    xs, ys, boxes, _ = labelled_frames(cfg)
+    xs, ys = labelled_frames(cfg)
     assert xs.shape == (3, 3, cfg.input_h, cfg.input_w) and ys.shape == (3, cfg.input_h // 2, cfg.input_w // 2)
     assert 0.1 < (ys[0] > 127).float().mean() < 0.2
     cv2.imwrite(str(tmp_path / "b.jpg"), frame)

@@ -140,6 +140,14 @@ def calibration_set(size: int, n: int = 256, split: str = "S1", seed: int = 0) -
     return cs.images.numpy().astype(np.float32) / np.float32(255.0)
 
 
+def _up_to_date(src: str, dst: str) -> bool:
+    """True if ``dst`` exists and is not older than ``src`` (``--if-missing``)."""
+    if os.path.isfile(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
+        print(f"{dst} is up to date")
+        return True
+    return False
+
+
 def main(argv=None) -> int:
     """``python -m training.onnx_export CHECKPOINT OUT.onnx [--int8] [--fp32-weights]``, or
     ``python -m training.onnx_export --int8-of MODEL.onnx [--if-missing]`` (the int8 copy of an
@@ -162,8 +170,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.int8_of:
         src, dst = args.int8_of, backends.int8_sibling(args.int8_of)
-        if args.if_missing and os.path.isfile(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
-            print(f"{dst} is up to date")
+        if args.if_missing and _up_to_date(src, dst):
             return 0
         try:
             written = [quantize_onnx(src, None, args.calibration_crops)]
@@ -172,8 +179,7 @@ def main(argv=None) -> int:
     else:
         if not (args.checkpoint and args.out):
             ap.error("CHECKPOINT and OUT are required (or --int8-of MODEL.onnx)")
-        if args.if_missing and os.path.isfile(args.out) and os.path.getmtime(args.out) >= os.path.getmtime(args.checkpoint):
-            print(f"{args.out} is up to date")
+        if args.if_missing and _up_to_date(args.checkpoint, args.out):
             return 0
         written = export_onnx(args.checkpoint, args.out, args.opset, False if args.fp32_weights else None, args.int8,
                               args.calibration_crops)

@@ -190,20 +190,24 @@ def _render(args):
     return x, target, [tuple(int(v) for v in a["box"]) for a in anns], rgb if keep_rgb else None
 
 
-def pbr_frames(cfg: SegConfig, containers, n: int, kind: str, cache_dir, log=print):
-    """``n`` path-traced frames at half the procedural frame size (the network's input size by
-    default) as :func:`make_frames` returns them (without the frames), and that size. ``kind``:
-    ``train`` (1-3 containers, train photographs, ``pbr_spp``), ``train-hands`` (the same, each
-    container held by a hand, other seeds) or ``eval`` (1-2 containers, val photographs, 16 spp:
-    bench/eval_segmenter.py's set)."""
+def pbr_frameset(cfg: SegConfig, containers, n: int, kind: str, cache_dir, log=print):
+    """``n`` path-traced frames of ``kind`` at half the procedural frame size (cached in
+    ``cache_dir``): :func:`fillcls.world.pbr.make_frameset_pbr`'s ``(frames, masks, boxes)``.
+    ``kind``: ``train`` (1-3 containers, train photographs, ``pbr_spp``), ``train-hands`` (the
+    same, each container held by a hand, other seeds) or ``eval`` (1-2 containers, val
+    photographs, 16 spp: bench/eval_segmenter.py's set)."""
     from fillcls.world.pbr import make_frameset_pbr
 
     train = dict(spp=cfg.pbr_spp, split="train", n_containers=(1, 3))
     kw = {"train": dict(seed=1000 + cfg.seed, **train), "train-hands": dict(seed=2000 + cfg.seed, hands=1.0, **train),
           "eval": dict(seed=11, spp=16, split="val", n_containers=(1, 2))}[kind]
-    frames, fgs, boxes = make_frameset_pbr(n, containers, width=cfg.frame_w // 2, height=cfg.frame_h // 2,
-                                           backdrops="photos", cache_dir=cache_dir,
-                                           log=lambda m: log(f"[segtrain] {m}"), **kw)
+    return make_frameset_pbr(n, containers, width=cfg.frame_w // 2, height=cfg.frame_h // 2, backdrops="photos",
+                             cache_dir=cache_dir, log=lambda m: log(f"[segtrain] {m}"), **kw)
+
+
+def pbr_frames(cfg: SegConfig, containers, n: int, kind: str, cache_dir, log=print):
+    """:func:`pbr_frameset` as :func:`make_frames` returns frames (without the frames), and their size."""
+    frames, fgs, boxes = pbr_frameset(cfg, containers, n, kind, cache_dir, log)
     rows = [_sample(f, m, cfg) for f, m in zip(frames, fgs)]
     return (torch.from_numpy(np.stack([r[0] for r in rows])), torch.from_numpy(np.stack([r[1] for r in rows])),
             boxes, None), tuple(frames.shape[1:3])
@@ -235,9 +239,9 @@ def make_frames(cfg: SegConfig, containers, n: int, seed: int, keep_rgb: bool = 
 
 
 def labelled_frames(cfg: SegConfig):
-    """The frames of ``cfg.frames_dir`` as :func:`make_frames` returns them (without the frames):
-    each ``NAME.jpg`` / ``NAME.png`` with its ``NAME.mask.png``; ValueError naming the file that
-    cannot be read, lacks its mask or whose mask is of another size."""
+    """The frames of ``cfg.frames_dir`` as network inputs and soft targets (uint8), each repeated
+    ``frames_repeat`` times: each ``NAME.jpg`` / ``NAME.png`` with its ``NAME.mask.png``;
+    ValueError naming the file that cannot be read, lacks its mask or whose mask is of another size."""
     folder = Path(cfg.frames_dir)
     if not folder.is_dir():
         raise ValueError(f"frames_dir: {folder} is not a folder")
@@ -245,7 +249,7 @@ def labelled_frames(cfg: SegConfig):
                     if p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.name.endswith(".mask.png"))
     if not images:
         raise ValueError(f"frames_dir: {folder} holds no NAME.jpg / NAME.png frames")
-    xs, ys, boxes = [], [], []
+    xs, ys = [], []
     for path in images:
         mask_path = path.with_name(path.stem + ".mask.png")
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -260,10 +264,8 @@ def labelled_frames(cfg: SegConfig):
         x, y = _sample(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), mask > 0, cfg)
         xs.append(x)
         ys.append(y)
-        boxes.append(None)
-    xs, ys = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
     r = cfg.frames_repeat
-    return xs.repeat(r, 1, 1, 1), ys.repeat(r, 1, 1), boxes * r, None
+    return torch.from_numpy(np.stack(xs)).repeat(r, 1, 1, 1), torch.from_numpy(np.stack(ys)).repeat(r, 1, 1)
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -374,7 +376,8 @@ def _init_weights(cfg: SegConfig, log) -> dict:
 def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log, init: dict | None = None,
          device: str = "cpu"):
     """Train the segmenter on (xs, ys) with a per-epoch ``last.pt``; returns (model on the CPU, header)."""
-    model = build_segnet(cfg.arch, cfg.width, cfg.low_stride)
+    # on the device before the optimizer exists: a resumed optimizer state follows its parameters
+    model = build_segnet(cfg.arch, cfg.width, cfg.low_stride).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps_per_epoch = max(1, len(xs) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
@@ -382,8 +385,6 @@ def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log, init
     start = _resume(last, cfg, model, opt, sched, log) if resume and last.exists() else 0
     if init is not None and start == 0:
         model.load_state_dict(init)
-    model.to(device)
-    _optimizer_to(opt, device)
     if device != "cpu":  # the frames fit the GPU's memory: no copy per step
         xs, ys = xs.to(device), ys.to(device)
         torch.backends.cudnn.benchmark = True
@@ -399,14 +400,6 @@ def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log, init
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
             "epoch": epoch + 1, "config": cfg.identity()})
     return model.cpu(), header
-
-
-def _optimizer_to(opt, device: str) -> None:
-    """Move an optimizer's state tensors (after a resume) to ``device``."""
-    for state in opt.state.values():
-        for k, v in state.items():
-            if torch.is_tensor(v) and v.dim() > 0:
-                state[k] = v.to(device)
 
 
 def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_dir=None, device: str = "cpu",
@@ -446,7 +439,7 @@ def train(cfg: SegConfig, out_dir: Path, resume: bool = True, log=print, cache_d
                                            workers=workers), frame_hw)
         if cfg.frames_dir:
             xs, ys = torch.cat([xs, own[0]]), torch.cat([ys, own[1]])
-            log(f"[segtrain] {len(own[0])} labelled frames from {cfg.frames_dir}")
+            log(f"[segtrain] {len(own[0])} labelled frames (repeats included) from {cfg.frames_dir}")
         cache_dir = cache_dir or os.path.join(DEFAULT_RUNS, "cache")
         for kind, n in (("train", cfg.pbr_frames), ("train-hands", cfg.pbr_hand_frames)):
             if n:
