@@ -23,6 +23,17 @@ def tiny_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_onnx(tiny_model, tmp_path_factory):
+    """``tiny_model`` exported to ONNX (fp32): the node runs it with onnxruntime and never imports
+    torch, so it starts in about a second."""
+    from training.onnx_export import export_onnx
+
+    out = str(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+    export_onnx(tiny_model, out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def two_containers():
     """A grey 160 x 120 frame with two coloured 'containers', and their boxes (x0, y0, x1, y1)."""
     import numpy as np

@@ -13,17 +13,14 @@ import torch
 
 from fillcls import backends, core, spec
 from fillcls.inference import EstimatorConfig, FillingEstimator
-from training.onnx_export import export_onnx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def onnx_pair(tiny_model, tmp_path_factory):
+def onnx_pair(tiny_model, tiny_onnx):
     """(tiny .pt, its fp32 .onnx export) at 32 px."""
-    out = str(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
-    export_onnx(tiny_model, out)
-    return tiny_model, out
+    return tiny_model, tiny_onnx
 
 
 def test_metadata_round_trip(onnx_pair):

@@ -21,7 +21,7 @@ def _messages(bag, topic, cls):
         return [(t, deserialize_message(bytes(raw), cls)) for _, t, raw in reader.messages(connections=conns)]
 
 
-def test_record_sequences_and_evaluate_the_fused_level(tmp_path, tiny_model):
+def test_record_sequences_and_evaluate_the_fused_level(tmp_path, tiny_onnx):
     bag = tmp_path / "seq_bag"
     rc, out = run_console("fillcls-bag", "record-sequences", str(bag), "--kinds", "filling,static", "--frames",
                   str(FRAMES), "--width", "160", "--height", "120")
@@ -63,7 +63,7 @@ def test_record_sequences_and_evaluate_the_fused_level(tmp_path, tiny_model):
     assert f"sequence static seed 0: {FRAMES} frames at 5 fps" in out, out
 
     # a random tiny classifier: the figures are meaningless, the plumbing is not
-    rc, out = run_console("fillcls-bag", "evaluate", str(bag), "--model", tiny_model, "--segmentation-backend", "full_frame")
+    rc, out = run_console("fillcls-bag", "evaluate", str(bag), "--model", tiny_onnx, "--segmentation-backend", "full_frame")
     assert rc == 0, out
     assert f"frames answered: {n}," in out, out
     assert "per-frame vs fused (tracked) level" in out and "no track ids" not in out, out

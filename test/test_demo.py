@@ -1,6 +1,6 @@
 """`fillcls-demo` and `fillcls-bag` end to end: camera, node and probe as real ROS 2 processes (issue 7).
 
-A random 32 px classifier keeps this fast; the accuracy it gets is meaningless, the plumbing is not:
+A random 32 px classifier, run by onnxruntime (the node's CPU default), keeps this fast; the accuracy it gets is meaningless, the plumbing is not:
 every streamed frame must be answered and scored, the bag must hold every topic, and the offline
 replay must score the same frames again.
 """
@@ -13,10 +13,10 @@ from rosutil import run_console
 FRAMES = 6
 
 
-def test_demo_streams_scores_records_and_replays(tmp_path, tiny_model):
+def test_demo_streams_scores_records_and_replays(tmp_path, tiny_onnx):
     bag, png = tmp_path / "demo_bag", tmp_path / "debug.png"
     rc, out = run_console("fillcls-demo", "--frames", str(FRAMES), "--rate", "2", "--split", "S2",
-                  "--model", tiny_model, "--segmentation-backend", "threshold", "--width", "320",
+                  "--model", tiny_onnx, "--segmentation-backend", "threshold", "--width", "320",
                   "--height", "240", "--record", str(bag), "--debug-image", str(png))
     assert rc == 0, out
     assert "split S2's test containers C5, C6, C8" in out  # the tiny model says nothing of its training
@@ -39,7 +39,7 @@ def test_demo_streams_scores_records_and_replays(tmp_path, tiny_model):
     assert info["/filling_level"][1] == answered
 
     # the replay sends one frame at a time and waits for its answer: every frame is scored
-    rc, out = run_console("fillcls-bag", "evaluate", str(bag), "--model", tiny_model,
+    rc, out = run_console("fillcls-bag", "evaluate", str(bag), "--model", tiny_onnx,
                   "--segmentation-backend", "threshold")
     assert rc == 0, out
     assert f"frames answered: {FRAMES}," in out, out

@@ -192,3 +192,19 @@ def test_layer_reading_resnet_table1():
     a = resolve_run("tiny", PRESET, "S1", "ST-FT")
     b = resolve_run("tiny", PRESET.replace(layer_reading="resnet_table1"), "S1", "ST-FT")
     assert a.identity() != b.identity() and b.fit_config().layer_reading == "resnet_table1"
+
+
+def test_exposure_scales_each_crop_within_its_range_and_is_off_by_default():
+    train = toy_cropset(8, 16)
+    idx = torch.arange(8)
+    untouched, drawn = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    plain, _ = engine.make_batch(train, idx, False, untouched, "cpu")
+    exposed, _ = engine.make_batch(train, idx, False, drawn, "cpu", exposure=1.0)
+    assert torch.equal(untouched.get_state(), torch.Generator().manual_seed(0).get_state())  # off: no draw
+    gain = exposed.flatten(1).sum(1) / plain.flatten(1).sum(1)  # clipping only lowers a gain above 1
+    assert bool(((gain > 0.5 - 1e-4) & (gain < 2 + 1e-4)).all()) and not torch.allclose(gain, torch.ones(8))
+    # runs and sources made before the option existed keep their identity
+    assert "exposure" not in get_preset("cpu").run_values()
+    assert get_preset("cpu", exposure=0.5).run_values()["exposure"] == 0.5
+    with pytest.raises(ValueError, match="exposure"):
+        get_preset("cpu", exposure=-1)

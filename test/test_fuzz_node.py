@@ -27,9 +27,9 @@ RELIABLE = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_LAST, reliability=R
 
 
 @pytest.fixture(scope="module")
-def nodes(tiny_model):
+def nodes(tiny_onnx):
     """Both node processes, started together (start-up is the slow part)."""
-    common = {"model_path": tiny_model, "device": "cpu", "segmentation_backend": "threshold",
+    common = {"model_path": tiny_onnx, "device": "cpu", "segmentation_backend": "threshold",
               "segmentation_score_threshold": 0.0, "qos_reliability": "reliable", "qos_depth": QUEUE,
               "cpu_threads": 1, "publish_debug_image": False}
     procs = {name: NodeProcess({**common, "compressed": name == "compressed"},

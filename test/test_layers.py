@@ -113,3 +113,13 @@ def test_layer_imports_without_the_layers_above(package, blocked):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "modules" in p.stdout
+
+
+def test_camera_renders_frames_without_torch():
+    """The synthetic camera and the frame renderer stay torch-free: the camera process starts in
+    about a second instead of importing torch (~4 s, ~800 MB) for nothing."""
+    code = ("import sys; import fillcls_ros.camera; from fillcls.world.render import render_frame; "
+            "render_frame(0, 160, 120, n_containers=2, random_shapes=0.5); print('torch' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip() == "False"

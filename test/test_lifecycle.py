@@ -22,8 +22,8 @@ def _transition(node, transition_id) -> bool:
     return call_service(node, ChangeState, "/fillcls_node/change_state", req).success
 
 
-def test_every_transition(ros, tiny_model, two_containers):
-    proc = NodeProcess({"model_path": tiny_model, "device": "cpu", "segmentation_backend": "threshold",
+def test_every_transition(ros, tiny_onnx, two_containers):
+    proc = NodeProcess({"model_path": tiny_onnx, "device": "cpu", "segmentation_backend": "threshold",
                         "segmentation_score_threshold": 0.0}, node_exe="fillcls-lifecycle-node")
     answers = []
     sub = ros.create_subscription(FillingLevelArray, "filling_level", answers.append, 10)
@@ -83,7 +83,7 @@ def test_configure_fails_on_a_bad_model_and_can_be_retried(ros, tmp_path, tiny_m
         assert proc.wait_for_output("unconfigured", 60), proc.output
         req = ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CONFIGURE))
         assert not call_service(ros, ChangeState, "/lc_bad/fillcls_node/change_state", req).success
-        assert "broken.pt" in proc.output
+        assert proc.wait_for_output("broken.pt", 20), proc.output  # the log line may trail the answer
         state = call_service(ros, GetState, "/lc_bad/fillcls_node/get_state", GetState.Request()).current_state.id
         assert state == State.PRIMARY_STATE_UNCONFIGURED
     finally:

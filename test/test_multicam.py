@@ -62,9 +62,9 @@ def test_bad_camera_list_refuses_start_up():
     assert "cameras: 'cam' given more than once" in line, proc.output
 
 
-def test_two_cameras_answer_on_their_own_topics(ros, tiny_model, two_containers):
+def test_two_cameras_answer_on_their_own_topics(ros, tiny_onnx, two_containers):
     frame, _ = two_containers
-    proc = NodeProcess({"model_path": tiny_model, "device": "cpu", "segmentation_backend": "threshold",
+    proc = NodeProcess({"model_path": tiny_onnx, "device": "cpu", "segmentation_backend": "threshold",
                         "segmentation_score_threshold": 0.0, "cameras": ["a", "b"]}, extra_args=["-r", "__ns:=/mc"])
     pubs = {c: ros.create_publisher(Image, f"/mc/{c}/image", qos_profile_sensor_data) for c in "ab"}
     got = {c: {} for c in "ab"}
@@ -114,9 +114,9 @@ def _publish_both(ros, pubs, msgs, done, timeout: float = 20.0) -> bool:
     return done()
 
 
-def test_lifecycle_node_serves_several_cameras(ros, tiny_model, two_containers):
+def test_lifecycle_node_serves_several_cameras(ros, tiny_onnx, two_containers):
     frame, _ = two_containers
-    proc = NodeProcess({"model_path": tiny_model, "device": "cpu", "segmentation_backend": "threshold",
+    proc = NodeProcess({"model_path": tiny_onnx, "device": "cpu", "segmentation_backend": "threshold",
                         "cameras": ["left", "right"]}, node_exe="fillcls-lifecycle-node",
                        extra_args=["-r", "__ns:=/mcl"])
     got = []

@@ -186,16 +186,68 @@ def test_lraspp_segmenter_saves_loads_and_runs_in_the_node_backend(tmp_path):
         build_segnet(LRASPP_ARCH, low_stride=3)
 
 
+def test_export_averages_two_fine_tunes_and_refuses_other_networks(tmp_path):
+    from fillcls.core import read_checkpoint, save_checkpoint
+    from fillcls.segnet import LRASPP_ARCH, build_segnet, segmenter_header
+    from training.segtrain import export
+
+    torch.manual_seed(0)
+    paths = []
+    for i, arch in enumerate((SegConfig().arch, SegConfig().arch, LRASPP_ARCH)):
+        net = build_segnet(arch, width=8)
+        paths.append(tmp_path / f"{i}.pt")
+        save_checkpoint(paths[-1], net.state_dict(), segmenter_header((60, 80), 8, arch=arch))
+    export(paths[0], tmp_path / "soup.pt", half=True, average_with=str(paths[1]))
+    (a, b, soup) = [read_checkpoint(p)[1] for p in (paths[0], paths[1], tmp_path / "soup.pt")]
+    key = next(k for k, v in a.items() if v.is_floating_point() and v.numel() > 8)
+    assert soup[key].dtype == torch.float16
+    torch.testing.assert_close(soup[key].float(), (a[key] + b[key]) / 2, atol=1e-3, rtol=1e-3)
+    assert read_checkpoint(tmp_path / "soup.pt")[0].training["averaged_with"] == str(paths[1])
+    load_segnet(tmp_path / "soup.pt")
+    with pytest.raises(CheckpointError, match="2.pt"):
+        export(paths[0], tmp_path / "bad.pt", average_with=str(paths[2]))
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_segtrain_identity_of_the_old_settings_is_unchanged():
     # runs made before the larger network existed must still be recognised (skip / resume)
     old_fields = {"split", "train_frames", "eval_frames", "epochs", "batch_size", "lr", "width", "input_h",
                   "input_w", "frame_w", "frame_h", "max_containers", "photo_frames", "negative_frames",
                   "photo_eval_frames", "pbr_frames", "pbr_eval_frames", "pbr_spp", "pbr_hand_frames", "init", "seed"}
     assert set(PRESETS["mix"].identity()) == old_fields
-    gpu = PRESETS["gpu"].replace(aspect_jitter=0.5)
-    assert {"arch", "low_stride", "aspect_jitter"} <= set(gpu.identity())
+    gpu = PRESETS["gpu"].replace(aspect_jitter=0.5, random_shapes=0.5)
+    assert {"arch", "low_stride", "aspect_jitter", "random_shapes"} <= set(gpu.identity())
     with pytest.raises(ValueError, match="arch"):
         PRESETS["tiny"].replace(arch="unet")
+
+
+def test_random_shapes_change_training_frames_only():
+    from training.segtrain import _scene
+
+    cfg = PRESETS["tiny"].replace(random_shapes=1.0)
+    plain = render_frame(np.random.default_rng(3), 320, 240, ["C3"], 2)
+    again = render_frame(np.random.default_rng(3), 320, 240, ["C3"], 2, random_shapes=0.0)
+    assert np.array_equal(plain[0], again[0])  # off: the same frames as before the option existed
+    shaped = render_frame(np.random.default_rng(3), 320, 240, ["C3"], 2, random_shapes=1.0)
+    assert [a["container"] for a in shaped[1]] == ["C3"] * len(shaped[1]) and shaped[1]
+    assert not np.array_equal(plain[0], shaped[0])
+    # evaluation frames (a kind given) keep the true shapes of the test containers
+    ev = _scene(5, cfg, ("C6",), "procedural")
+    assert np.array_equal(ev[0], _scene(5, cfg.replace(random_shapes=0.0), ("C6",), "procedural")[0])
+    tr = _scene(5, cfg, ("C3",), None)
+    assert not np.array_equal(tr[0], _scene(5, cfg.replace(random_shapes=0.0), ("C3",), None)[0])
+
+
+def test_random_shape_keeps_the_look_and_varies_the_form():
+    from fillcls.world.profiles import CONTAINERS, random_shape
+
+    rng = np.random.default_rng(0)
+    shapes = [random_shape(rng, CONTAINERS["C3"]) for _ in range(200)]
+    assert all(s.material == "plastic" and s.transparent and s.color == CONTAINERS["C3"].color for s in shapes)
+    aspects = [s.aspect for s in shapes]
+    assert min(aspects) < 0.6 and max(aspects) > 2.4  # squat bowls to flutes
+    assert 0.3 < np.mean([s.stemmed for s in shapes]) < 0.7
+    assert not any(random_shape(rng, CONTAINERS["C1"]).stemmed for _ in range(50))  # opaque cups: no stem
 
 
 def test_stretch_keeps_frames_and_targets_aligned():

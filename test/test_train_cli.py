@@ -100,7 +100,7 @@ def test_extension_modules_register_commands(monkeypatch):
 def test_study_report_export_evaluate(tmp_path, monkeypatch, capsys):
     """The tiny study on S1 through the CLI (toy data), then report, export, evaluate, resume."""
     monkeypatch.setattr(engine, "load_split", lambda preset, split, cache_dir=None: (
-        toy_cropset(48, preset.size, 0, ("C1", "C2", "C3")), toy_cropset(24, preset.size, 1, ("C6", "C7"))))
+        toy_cropset(24, preset.size, 0, ("C1", "C2", "C3")), toy_cropset(16, preset.size, 1, ("C6", "C7"))))
     runs = str(tmp_path / "runs")
     src = cli.default_source_dir(runs, "tiny")
     torch.manual_seed(1)

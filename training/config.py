@@ -92,6 +92,8 @@ class Recipe(Settings):
     balanced: bool = setting(True, "sample batches with probability inversely proportional to class "
                                    "frequency")
     hflip: bool = setting(True, "random horizontal flip of training crops")
+    exposure: float = setting(0.0, "exposure augmentation: each training crop's pixels scaled by a factor drawn "
+                                   "log-uniformly in [1/(1+e), 1+e], clipped (0 = off)")
     attack_steps: int = setting(10, "PGD steps when training adversarially")
     step_factor: float = setting(2.5, "PGD step size = step_factor * eps / steps")
     seed: int = setting(0, "seed of model initialisation, batch sampling, augmentation and attacks")
@@ -103,6 +105,16 @@ class Recipe(Settings):
             raise ValueError("need attack_steps >= 1 and step_factor > 0")
         if self.samples_per_epoch < 0:
             raise ValueError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
+        if not 0 <= self.exposure <= 3:
+            raise ValueError(f"exposure must be in [0, 3], got {self.exposure}")
+
+    def recipe_values(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields added later while they hold their defaults, so runs
+        and source models made before those fields existed keep their identity."""
+        d = self.to_dict()
+        if d.get("exposure") == 0:
+            d.pop("exposure")
+        return d
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,8 @@ class FitConfig(Recipe):
         """What ``last.pt`` records to refuse resuming with other settings (``layer_reading`` only
         when not the default, so states written before it existed still resume)."""
         extra = {} if self.layer_reading == "blocks" else {"layer_reading": self.layer_reading}
+        if self.exposure:
+            extra["exposure"] = float(self.exposure)
         return extra | {"n_train": n_train, "epochs": int(self.epochs), "lr": float(self.lr),
                 "batch_size": int(self.batch_size), "samples_per_epoch": n_samples,
                 "momentum": float(self.momentum), "weight_decay": float(self.weight_decay),
@@ -213,9 +227,9 @@ class Preset(Recipe):
                 raise ValueError(f"{name}: unknown splits {bad}; choose from {', '.join(SPLIT_NAMES)}")
 
     def run_values(self) -> dict[str, Any]:
-        """:meth:`to_dict` without the sweep lists (they change no single run's result) and without
-        :data:`RESOLVED_FIELDS` (a run's own L / eps values are fields of its RunConfig)."""
-        return {k: v for k, v in self.to_dict().items() if k not in NON_RUN_FIELDS | RESOLVED_FIELDS}
+        """:meth:`recipe_values` without the sweep lists (they change no single run's result) and
+        without :data:`RESOLVED_FIELDS` (a run's own L / eps values are fields of its RunConfig)."""
+        return {k: v for k, v in self.recipe_values().items() if k not in NON_RUN_FIELDS | RESOLVED_FIELDS}
 
 
 #: ``paper``: the recipe of the paper at 224 px on the real C-CCM (``--data MANIFEST``) from the

@@ -120,13 +120,19 @@ def epoch_batches(labels: torch.Tensor, n_samples: int, batch_size: int, balance
 
 
 def make_batch(train_set: CropSet, idx: torch.Tensor, hflip: bool, generator: torch.Generator,
-               device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather ``idx`` from the uint8 images, flip half of them (``hflip``), convert to [0, 1] floats."""
+               device: str | torch.device, exposure: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather ``idx`` from the uint8 images, flip half of them (``hflip``), convert to [0, 1]
+    floats, scale each by a random exposure factor in [1/(1+e), 1+e] (``exposure`` e > 0; both
+    drawn from ``generator``, which is not touched for what is off)."""
     images = train_set.images[idx]
     if hflip:
         flip = torch.rand(len(idx), generator=generator) < 0.5
         images[flip] = images[flip].flip(-1)
     x = core.to_float(images.to(device, non_blocking=True))
+    if exposure > 0:
+        log_range = math.log1p(exposure)
+        gain = torch.exp((torch.rand(len(idx), generator=generator) * 2 - 1) * log_range)
+        x = (x * gain.view(-1, 1, 1, 1).to(device)).clamp_(0, 1)
     return x, train_set.labels[idx].to(device, non_blocking=True)
 
 
@@ -159,7 +165,8 @@ def train_one_epoch(model: nn.Module, train_set: CropSet, batches: Sequence[torc
                     desc: str = "train", on_step: StepHook | None = None) -> dict[str, float]:
     """One epoch of SGD steps over ``batches`` (index tensors into ``train_set``).
 
-    Each batch is gathered, flipped (``cfg.hflip``, drawn from ``generator``) and, with
+    Each batch is gathered, flipped (``cfg.hflip``) and exposed (``cfg.exposure``; both drawn
+    from ``generator``) and, with
     ``cfg.eps > 0``, replaced by its L2-PGD version (``attack_generator``; the model is in eval
     mode during the attack). The scheduler steps after every batch. ``on_step(epoch, step, loss)``
     is called after each step. Returns ``{"loss", "acc", "seen", "time"}`` (on the trained
@@ -172,7 +179,7 @@ def train_one_epoch(model: nn.Module, train_set: CropSet, batches: Sequence[torc
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     for step, idx in enumerate(batches):
-        x, y = make_batch(train_set, idx, cfg.hflip, generator, device)
+        x, y = make_batch(train_set, idx, cfg.hflip, generator, device, cfg.exposure)
         if cfg.eps > 0:
             x = x + pgd(model, x, y, cfg.eps, cfg.attack_steps, step_factor=cfg.step_factor,
                         generator=attack_generator)

@@ -86,7 +86,7 @@ def default_ladder(preset_name: str) -> tuple[float, ...]:
 
 def identity(p: PretrainPreset, eps: float) -> dict[str, Any]:
     """Settings that decide the weights of the eps model (data given as an absolute path)."""
-    d = {k: v for k, v in p.to_dict().items() if k not in _EVAL_FIELDS}
+    d = {k: v for k, v in p.recipe_values().items() if k not in _EVAL_FIELDS}
     if d["data"] != "fractals":
         d["data"] = os.path.abspath(d["data"])
     d["eps"] = float(eps)

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -87,6 +87,8 @@ class SegConfig(Settings):
     aspect_jitter: float = setting(0.0, "stretch each training batch's aspect ratio by a random factor in "
                                         "[1/(1+a), 1+a] (zoom in along one axis, crop back): containers "
                                         "taller / wider than the training ones (0 = off)")
+    random_shapes: float = setting(0.0, "fraction of procedural containers drawn with a random revolved shape "
+                                        "(generic frusta, bowls, stems; aspect 0.4-3) instead of their own")
     seed: int = setting(0, "seed of frames and training")
 
     def identity(self) -> dict:
@@ -95,7 +97,7 @@ class SegConfig(Settings):
         d = self.to_dict()
         if self.arch == SEGNET_ARCH:
             d.pop("low_stride")
-        for name in ("arch", "frames_dir", "frames_repeat", "aspect_jitter"):
+        for name in ("arch", "frames_dir", "frames_repeat", "aspect_jitter", "random_shapes"):
             if d[name] == SegConfig.__dataclass_fields__[name].default:
                 d.pop(name)
         return d
@@ -121,6 +123,8 @@ class SegConfig(Settings):
                              "pbr_spp >= 1")
         if self.arch not in SEGNET_ARCHS:
             raise ValueError(f"arch: unknown segmenter {self.arch!r}; choose from {', '.join(SEGNET_ARCHS)}")
+        if not 0 <= self.random_shapes <= 1:
+            raise ValueError("random_shapes must be in [0, 1]")
         if self.low_stride not in (4, 8) or self.frames_repeat < 1 or not 0 <= self.aspect_jitter <= 3:
             raise ValueError("low_stride must be 4 or 8, frames_repeat >= 1 and aspect_jitter in [0, 3]")
 
@@ -155,11 +159,13 @@ def _frame_kind(rng: np.random.Generator, cfg: SegConfig) -> str:
 
 
 def _scene(seed, cfg: SegConfig, containers, kind: str):
-    """``(rgb, annotations)`` of one frame of ``kind`` (:data:`FRAME_KINDS`; None: drawn from ``cfg``)."""
+    """``(rgb, annotations)`` of one frame of ``kind`` (:data:`FRAME_KINDS`; None: a training frame, its
+    kind drawn from ``cfg``, its containers' shapes randomised at ``cfg.random_shapes``)."""
     from fillcls.world.photos import no_container_frame
     from training.data import render_frame
 
     rng = np.random.default_rng(seed)
+    shapes = cfg.random_shapes if kind is None else 0.0  # training frames only
     if kind is None:
         kind = _frame_kind(rng, cfg) if cfg.photo_frames or cfg.negative_frames else "procedural"
     split = "val" if kind.endswith("-val") else "train"
@@ -169,7 +175,7 @@ def _scene(seed, cfg: SegConfig, containers, kind: str):
     n = max(n, 1) if rng.random() < 0.9 else n  # a few frames without any container
     photo = None if kind == "procedural" else split
     return render_frame(rng if photo else seed, width=cfg.frame_w, height=cfg.frame_h, containers=containers,
-                        n_containers=n, photo_split=photo)
+                        n_containers=n, photo_split=photo, random_shapes=shapes)
 
 
 def _sample(rgb: np.ndarray, mask: np.ndarray, cfg: SegConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -467,14 +473,31 @@ def describe_metrics(m: dict) -> str:
             f"{m['ms_per_frame']:.1f} ms/frame)")
 
 
-def export(src, dst, half: bool = False) -> None:
+def average_weights(src, other) -> tuple:
+    """``(header, state)`` of segmenter ``src`` with every floating-point weight the mean of its
+    and segmenter ``other``'s (a "model soup" of two fine-tunes of one network; BatchNorm
+    statistics averaged too). CheckpointError naming ``other`` unless it has the same tensors."""
+    header, state, _ = read_checkpoint(src)
+    other_header, other_state, _ = read_checkpoint(other)
+    if other_header.arch != header.arch or other_state.keys() != state.keys() or any(
+            other_state[k].shape != v.shape for k, v in state.items()):
+        raise CheckpointError(f"{other}: not a {header.arch} segmenter with the tensors of {src}; "
+                              "only fine-tunes of one network can be averaged")
+    mean = {k: ((v.float() + other_state[k].float()) / 2).to(v.dtype) if v.is_floating_point() else v
+            for k, v in state.items()}
+    training = {**(header.training or {}), "averaged_with": str(other)}
+    return replace(header, training=training), mean
+
+
+def export(src, dst, half: bool = False, average_with: str = "") -> None:
     """Copy a trained segmenter to ``dst``; ``half``: with its floating-point weights stored as
-    float16 (half the file; :func:`load_segnet` computes in float32)."""
-    if not half:
+    float16 (half the file; :func:`load_segnet` computes in float32); ``average_with``: the mean
+    of its weights and this segmenter's (:func:`average_weights`)."""
+    if not half and not average_with:
         copy_file(src, dst)
         return
-    header, state, _ = read_checkpoint(src)
-    save_checkpoint(dst, {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, header)
+    header, state = average_weights(src, average_with) if average_with else read_checkpoint(src)[:2]
+    save_checkpoint(dst, {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}, header)
 
 
 def run_from_args(args) -> int:
@@ -485,7 +508,7 @@ def run_from_args(args) -> int:
         train(cfg, out, resume=args.resume, cache_dir=args.cache_dir, device=setup_device(args),
               workers=args.workers or os.cpu_count() or 2)
         if args.export:
-            export(out / "segmenter.pt", args.export, args.half)
+            export(out / "segmenter.pt", args.export, args.half, args.average_with)
             load_segnet(args.export)  # the exported file loads
     except (RunError, WriteError, CheckpointError, PhotosMissingError, PhotoIndexError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -513,6 +536,9 @@ def register(subparsers) -> None:
     g.add_argument("--out", default="", help="run directory (default runs/segmenter/<preset>/<split>)")
     g.add_argument("--export", default="", help="also copy the trained model here (e.g. models/segmenter.pt)")
     g.add_argument("--half", action="store_true", help="with --export: store the weights as float16")
+    g.add_argument("--average-with", default="", metavar="SEGMENTER",
+                   help="with --export: export the mean of the trained weights and this segmenter's (the run "
+                        "it was fine-tuned from, say: a model soup)")
     p.set_defaults(func=run_from_args)
 
 

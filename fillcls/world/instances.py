@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core import CLASSES
+from ..spec import CLASSES
 from .containers import CCM_CLASS_COUNTS
 from .profiles import ContainerSpec
 

@@ -5,21 +5,23 @@ exposure) and annotated; the public :func:`render_frame`, :func:`render_crop` an
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
-import torch
 
-from ..core import CLASSES, DEFAULT_MARGIN, crop_square, resize_uint8
+from ..spec import CLASSES, DEFAULT_MARGIN, crop_square
 from .background import background
 from .container import draw_container
 from .hands import draw_hand
 from .instances import FILLINGS, HAND_PROB, LEVEL_FRACTIONS, Instance, make_instance
 from . import photos
 from .lighting import draw_shadow, expose
-from .profiles import CONTAINERS, container_ids
+from .profiles import CONTAINERS, container_ids, random_shape
 from .raster import as_rng as _rng, save_png
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _annotations(inst: Instance, mask: np.ndarray, occlusion: float) -> dict:
@@ -126,7 +128,7 @@ def _place(rng: np.random.Generator, inst: Instance, width: int, height: int, ta
 def render_frame(seed, width: int = 640, height: int = 480, containers: Sequence[str] | None = None,
                  n_containers: int = 1, level: str | None = None, filling: str | None = None,
                  view: int | None = None, hand_prob: float = HAND_PROB, photo_split: str | None = None,
-                 distractors: int = 3) -> tuple[np.ndarray, list[dict]]:
+                 distractors: int = 3, random_shapes: float = 0.0) -> tuple[np.ndarray, list[dict]]:
     """A camera frame (H x W x 3 uint8 RGB) with ``n_containers`` non-overlapping containers.
 
     ``containers`` restricts the ids that may appear (default: all eight). Returns the frame and
@@ -139,6 +141,8 @@ def render_frame(seed, width: int = 640, height: int = 480, containers: Sequence
     sequence of ints or a ``numpy.random.Generator``. ``photo_split`` (``train`` / ``val``): the wall
     is a real photograph of that split with up to ``distractors`` photographic cut-outs on it
     (:func:`photo_backdrop`; needs ``make photos``); None (default): the procedural backdrop alone.
+    ``random_shapes``: the probability that a container gets a random revolved shape
+    (:func:`fillcls.world.profiles.random_shape`; its annotations keep its id) instead of its own.
     """
     rng = _rng(seed)
     ids = container_ids(containers)
@@ -147,6 +151,8 @@ def render_frame(seed, width: int = 640, height: int = 480, containers: Sequence
     boxes: list[tuple[float, float, float, float]] = []
     for _ in range(int(n_containers)):
         spec = CONTAINERS[ids[int(rng.integers(len(ids)))]]
+        if random_shapes and rng.random() < random_shapes:
+            spec = random_shape(rng, spec)
         base_h = height * rng.uniform(0.22, 0.5) * (spec.height_cm / 14.0) ** 0.5
         for attempt in range(60):
             inst = make_instance(rng, spec, level, filling, view, None, hand_prob,
@@ -181,6 +187,10 @@ def render_crop(seed, size: int | None, container: str | None = None, level: str
     those choices; ``level`` is the fill level (empty / half / full): an opaque container is always
     labelled ``unknown`` and ``level`` then sets its hidden content (``unknown``: random).
     """
+    import torch  # crops are the trainer's; frames (the camera's) need no torch
+
+    from ..core import resize_uint8
+
     rng = _rng(seed)
     if container is None:
         container = list(CONTAINERS)[int(rng.integers(len(CONTAINERS)))]
