@@ -7,7 +7,7 @@ identity, proportions and material. :data:`CONTAINERS` is the catalogue, by id `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -133,11 +133,9 @@ def random_shape(rng: np.random.Generator, spec: ContainerSpec) -> ContainerSpec
     Shapes from one generic family, not from any container of the catalogue: a cavity radius
     ``b + (1 - b) h^p`` (frusta, flared and cone-like cups: ``b`` in [0.02, 1], ``p`` in [0.5, 2])
     or an elliptic bowl, cavity height / diameter log-uniform in [0.4, 3], a stem and foot on half
-    of the transparent ones. A segmenter that has only seen the training containers' shapes misses the unseen
-    ones (the flute, 2.6 x as tall as wide, against at most 1.35 x in S1's training set).
+    of the transparent ones. A segmenter that has only seen the training containers' shapes misses
+    the unseen ones (the flute, 2.6 x as tall as wide, against at most 1.35 x in S1's training set).
     """
-    from dataclasses import replace
-
     if rng.random() < 0.6:
         b, p = rng.uniform(0.02, 1.0), float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
         profile = Profile(lambda h: b + (1.0 - b) * h ** p)
