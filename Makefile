@@ -4,7 +4,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_shm.xml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench models model-card clean photos
+.PHONY: setup demo test bench models model-card segmenter-stages clean photos
 setup:
 	bash scripts/setup_env.sh
 
@@ -31,18 +31,11 @@ SOURCE64 := runs/sources/default64
 DEFAULT_MODEL_ARGS := --preset cpu --split S1 --strategy AT-FT --eps-source 0.5 --lr-transfer 0.05 --size 64 \
 	--n-samples 4800 --epochs 20 --samples-per-epoch 3200 --eval-max 0 --source-dir $(SOURCE64) --tag default64-ft20
 DEFAULT_MODEL_ID := fillcls-default-S1-ATFT-64px
-models: setup photos
+models: setup photos segmenter-stages
 	$(PY) -m training pretrain --preset cpu --size 64 --eps 0.5 --out $(SOURCE64)
 	$(PY) -m training train $(DEFAULT_MODEL_ARGS)
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id $(DEFAULT_MODEL_ID) --out models/default.pt
-	$(PY) scripts/pack_gpu_data.py --out .gpu --pbr 300
-	FILLCLS_PHOTOS=.gpu/photos $(PY) -m training segtrain $(SEG_LRASPP_ARGS) --out runs/segmenter/lraspp/S1
-	$(PY) -m training segtrain --preset gpu --split S1 --init runs/segmenter/lraspp/S1/segmenter.pt $(SEG_LRASPP_FT_ARGS) \
-		--out runs/segmenter/lraspp-ft/S1
-	$(PY) -m training segtrain --preset gpu --split S1 --init runs/segmenter/lraspp-ft/S1/segmenter.pt $(SEG_RS_ARGS) \
-		--out runs/segmenter/lraspp-rs/S1
-	$(PY) -m training segtrain --preset gpu --split S1 --init runs/segmenter/lraspp-rs/S1/segmenter.pt $(SEG_RS2_ARGS) \
-		--out runs/segmenter/lraspp-rs2/S1 --export models/segmenter.pt --half \
+	$(PY) -m training segtrain $(SEG_RS2_RUN) --export models/segmenter.pt --half \
 		--average-with runs/segmenter/lraspp-ft/S1/segmenter.pt
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id $(DEFAULT_MODEL_ID) --format onnx \
 		--int8 --out models/default.onnx
@@ -70,10 +63,22 @@ SEG_RS_ARGS := --train-frames 2400 --epochs 3 --lr 1e-3 --pbr-frames 600 --aspec
 	--photo-eval-frames 100 --pbr-eval-frames 60
 SEG_RS2_ARGS := --train-frames 2400 --epochs 2 --lr 5e-4 --pbr-frames 600 --aspect-jitter 0.6 --random-shapes 0.3 \
 	--negative-frames 0.25 --photo-eval-frames 100 --pbr-eval-frames 60
+SEG_RS2_RUN := --preset gpu --split S1 --init runs/segmenter/lraspp-rs/S1/segmenter.pt $(SEG_RS2_ARGS) \
+	--out runs/segmenter/lraspp-rs2/S1
+# The segmenter's four training stages (`models` exports the shipped file from the last two, then
+# `model-card` evaluates them); a finished stage is skipped.
+segmenter-stages: setup photos
+	$(PY) scripts/pack_gpu_data.py --out .gpu --pbr 300
+	FILLCLS_PHOTOS=.gpu/photos $(PY) -m training segtrain $(SEG_LRASPP_ARGS) --out runs/segmenter/lraspp/S1
+	$(PY) -m training segtrain --preset gpu --split S1 --init runs/segmenter/lraspp/S1/segmenter.pt $(SEG_LRASPP_FT_ARGS) \
+		--out runs/segmenter/lraspp-ft/S1
+	$(PY) -m training segtrain --preset gpu --split S1 --init runs/segmenter/lraspp-ft/S1/segmenter.pt $(SEG_RS_ARGS) \
+		--out runs/segmenter/lraspp-rs/S1
+	$(PY) -m training segtrain $(SEG_RS2_RUN)
 XR_ARGS := --preset cpu --split S1 --strategy ST --size 64 --epochs 8 --samples-per-epoch 3200 --eval-max 0
 ST64_ARGS := --preset cpu --split S1 --strategy ST --size 64 --n-samples 4800 --epochs 20 --samples-per-epoch 3200 \
 	--eval-max 0 --tag default64
-model-card: setup photos
+model-card: setup photos segmenter-stages
 	$(PY) -m training pretrain --preset cpu --size 64 --eps 0.5 --out $(SOURCE64)
 	$(PY) -m training train $(DEFAULT_MODEL_ARGS)
 	$(PY) -m training train $(ST64_ARGS)
@@ -115,14 +120,6 @@ model-card: setup photos
 	for m in models/segmenter.onnx runs/segmenter/mix/S1/segmenter.pt runs/segmenter/mix2/S1/segmenter.pt \
 		runs/segmenter/mixh/S1/segmenter.pt; do \
 		$(PY) bench/eval_segmenter.py --model $$m --procedural 0 --pbr 0 --negatives 0 --pbr-hands 30 || exit 1; done
-	$(PY) scripts/pack_gpu_data.py --out .gpu --pbr 300
-	FILLCLS_PHOTOS=.gpu/photos $(PY) -m training segtrain $(SEG_LRASPP_ARGS) --out runs/segmenter/lraspp/S1
-	$(PY) -m training segtrain --preset gpu --split S1 --init runs/segmenter/lraspp/S1/segmenter.pt $(SEG_LRASPP_FT_ARGS) \
-		--out runs/segmenter/lraspp-ft/S1
-	$(PY) -m training segtrain --preset gpu --split S1 --init runs/segmenter/lraspp-ft/S1/segmenter.pt $(SEG_RS_ARGS) \
-		--out runs/segmenter/lraspp-rs/S1
-	$(PY) -m training segtrain --preset gpu --split S1 --init runs/segmenter/lraspp-rs/S1/segmenter.pt $(SEG_RS2_ARGS) \
-		--out runs/segmenter/lraspp-rs2/S1
 	for m in runs/segmenter/lraspp/S1/segmenter.pt runs/segmenter/lraspp-ft/S1/segmenter.pt \
 		runs/segmenter/lraspp-rs/S1/segmenter.pt runs/segmenter/lraspp-rs2/S1/segmenter.pt models/segmenter.onnx; do \
 		$(PY) bench/eval_segmenter.py --model $$m --pbr 60 --pbr-hands 30 --score 0.5,0.7 || exit 1; done
