@@ -109,12 +109,9 @@ class Recipe(Settings):
             raise ValueError(f"exposure must be in [0, 3], got {self.exposure}")
 
     def recipe_values(self) -> dict[str, Any]:
-        """:meth:`to_dict` without the fields added later while they hold their defaults, so runs
-        and source models made before those fields existed keep their identity."""
-        d = self.to_dict()
-        if d.get("exposure") == 0:
-            d.pop("exposure")
-        return d
+        """:meth:`to_dict` without ``exposure`` while it is off, so runs and source models made
+        before it existed keep their identity."""
+        return self.to_dict_without_defaults(("exposure",))
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,12 @@ class Settings:
         """Field values, JSON-able (tuples as lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def to_dict_without_defaults(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """:meth:`to_dict` without those of ``names`` that hold their defaults: fields added after
+        runs were made stay out of an identity until set, so those runs still resume and skip."""
+        defaults = type(self)()
+        return {k: v for k, v in self.to_dict().items() if k not in names or getattr(self, k) != getattr(defaults, k)}
+
     @classmethod
     def from_dict(cls: type[S], d: Mapping[str, Any]) -> S:
         """Settings from :meth:`to_dict` (e.g. a ``config.json``); missing fields take the defaults."""

@@ -94,12 +94,9 @@ class SegConfig(Settings):
     def identity(self) -> dict:
         """The values that decide the result (:meth:`to_dict`; the fields added with the larger
         network are left out while they hold their defaults, so earlier runs still match)."""
-        d = self.to_dict()
+        d = self.to_dict_without_defaults(("arch", "frames_dir", "frames_repeat", "aspect_jitter", "random_shapes"))
         if self.arch == SEGNET_ARCH:
             d.pop("low_stride")
-        for name in ("arch", "frames_dir", "frames_repeat", "aspect_jitter", "random_shapes"):
-            if d[name] == SegConfig.__dataclass_fields__[name].default:
-                d.pop(name)
         return d
 
     @property
