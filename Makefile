@@ -22,11 +22,12 @@ bench: setup
 # The shipped default models (models/default.pt, models/segmenter.pt and the ONNX exports
 # default.onnx / segmenter.onnx, which the node loads on the CPU; default.int8.onnx and
 # segmenter.onnx are made here and by setup, not committed), reproduced from scratch on the
-# procedural data and the photographs of `make photos` (about 7 h on 2 CPU cores): the classifier
+# procedural data and the photographs of `make photos` (about 16 h on 2 CPU cores, 9 h of it the
+# segmenter's stage 5; minutes on a GPU with scripts/gpu_segtrain.sh): the classifier
 # is the paper's AT->FT (L = 1) at 64 px on S1's training containers, from an in-house robust
 # source (fractals, L2-PGD eps 0.5 at 64 px; docs/model_card.md), the segmenter the MobileNetV3
 # LR-ASPP network on S1's training frames (procedural, photographic, path-traced, random container
-# shapes; its first stage ran on a GPU for the shipped file: scripts/gpu_segtrain.sh).
+# shapes; its first and last stages ran on a GPU for the shipped file: scripts/gpu_segtrain.sh).
 SOURCE64 := runs/sources/default64
 DEFAULT_MODEL_ARGS := --preset cpu --split S1 --strategy AT-FT --eps-source 0.5 --lr-transfer 0.05 --size 64 \
 	--n-samples 4800 --epochs 20 --samples-per-epoch 3200 --eval-max 0 --source-dir $(SOURCE64) --tag default64-ft20
@@ -35,8 +36,7 @@ models: setup photos segmenter-stages
 	$(PY) -m training pretrain --preset cpu --size 64 --eps 0.5 --out $(SOURCE64)
 	$(PY) -m training train $(DEFAULT_MODEL_ARGS)
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id $(DEFAULT_MODEL_ID) --out models/default.pt
-	$(PY) -m training segtrain $(SEG_RS2_RUN) --export models/segmenter.pt --half \
-		--average-with runs/segmenter/lraspp-ft/S1/segmenter.pt
+	FILLCLS_PHOTOS=.gpu600/photos $(PY) -m training segtrain $(SEG_GPU5_RUN) --export models/segmenter.pt --half
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id $(DEFAULT_MODEL_ID) --format onnx \
 		--int8 --out models/default.onnx
 	$(PY) -m training.onnx_export models/segmenter.pt models/segmenter.onnx
@@ -65,7 +65,14 @@ SEG_RS2_ARGS := --train-frames 2400 --epochs 2 --lr 5e-4 --pbr-frames 600 --aspe
 	--negative-frames 0.25 --photo-eval-frames 100 --pbr-eval-frames 60
 SEG_RS2_RUN := --preset gpu --split S1 --init runs/segmenter/lraspp-rs/S1/segmenter.pt $(SEG_RS2_ARGS) \
 	--out runs/segmenter/lraspp-rs2/S1
-# The segmenter's four training stages (`models` exports the shipped file from the last two, then
+# Stage 5 (2026-11-27, on one H100 with scripts/gpu_segtrain.sh and the pack `.gpu600`: 7 min; here
+# about 9 h): the soup of stages 2 and 4 fine-tuned on 32 000 new frames (40 % random shapes, 20 %
+# no-container photos) + 600 path-traced frames x 8, 6 epochs: the shipped file (float16).
+SEG_SOUP24 := runs/segmenter/soup24/segmenter.pt
+SEG_GPU5_ARGS := --preset gpu --split S1 --train-frames 32000 --epochs 6 --lr 1e-3 --random-shapes 0.4 \
+	--aspect-jitter 0.6 --negative-frames 0.2 --photo-eval-frames 0 --frames-dir .gpu600/frames --frames-repeat 8
+SEG_GPU5_RUN := $(SEG_GPU5_ARGS) --init $(SEG_SOUP24) --out runs/segmenter/lraspp-gpu5/S1
+# The segmenter's five training stages (`models` exports the shipped file from the last, then
 # `model-card` evaluates them); a finished stage is skipped.
 segmenter-stages: setup photos
 	$(PY) scripts/pack_gpu_data.py --out .gpu --pbr 300
@@ -74,7 +81,10 @@ segmenter-stages: setup photos
 		--out runs/segmenter/lraspp-ft/S1
 	$(PY) -m training segtrain --preset gpu --split S1 --init runs/segmenter/lraspp-ft/S1/segmenter.pt $(SEG_RS_ARGS) \
 		--out runs/segmenter/lraspp-rs/S1
-	$(PY) -m training segtrain $(SEG_RS2_RUN)
+	$(PY) -m training segtrain $(SEG_RS2_RUN) --export $(SEG_SOUP24) --half \
+		--average-with runs/segmenter/lraspp-ft/S1/segmenter.pt
+	$(PY) scripts/pack_gpu_data.py --out .gpu600 --pbr 600
+	FILLCLS_PHOTOS=.gpu600/photos $(PY) -m training segtrain $(SEG_GPU5_RUN)
 XR_ARGS := --preset cpu --split S1 --strategy ST --size 64 --epochs 8 --samples-per-epoch 3200 --eval-max 0
 ST64_ARGS := --preset cpu --split S1 --strategy ST --size 64 --n-samples 4800 --epochs 20 --samples-per-epoch 3200 \
 	--eval-max 0 --tag default64

@@ -81,9 +81,9 @@ def test_shipped_segmenter_finds_unseen_containers_in_order():
         for a in anns:
             total += 1
             found += any(iou(a["box"], d.box) >= 0.5 for d in dets)
-    # the shipped LR-ASPP segmenter finds 18/24 here (76 % on bench/eval_segmenter.py's 100 frames of the
-    # 2-D renderer; its misses: the tall champagne flute C6, split or merged with a neighbour)
-    assert found / total >= 0.6, f"box recall {found}/{total}"
+    # the shipped LR-ASPP segmenter (stage 5) finds 22/24 here (88.6 % on bench/eval_segmenter.py's 100
+    # frames of the 2-D renderer; its misses: small champagne flutes C6, overlapping neighbours merged)
+    assert found / total >= 0.75, f"box recall {found}/{total}"
 
 
 def test_learned_backend_empty_frame_gives_nothing():
