@@ -12,7 +12,8 @@ threshold(s) given), on the *test* containers of ``--split`` (unseen shapes):
 * ``pbr+hands`` (``--pbr-hands N``): the same with a hand holding every container;
 * ``negatives``: held-out real photographs with cut-outs and no container at all (640 x 480).
 
-Prints box recall / precision at IoU 0.5, false containers per frame, and ms per 640 x 480
+Prints box recall / precision at IoU 0.5, false containers per frame (on the negatives also per
+held-out background photo: a few backgrounds can carry the whole figure), and ms per 640 x 480
 frame (segmentation only), with the CPU model. Needs ``make photos``.
 
     .venv/bin/python bench/eval_segmenter.py [--model models/segmenter.onnx] [--pbr 40] [--score 0.5,0.7]
@@ -60,9 +61,20 @@ def frame_sets(args, test_ids):
                                                  cache_dir=args.cache_dir, log=print, hands=hands)
             sets[name] = (list(frames), boxes)
     if args.negatives:
-        sets["negatives"] = ([no_container_frame(np.random.default_rng([args.seed + 2, i]), "val")[0]
+        sets["negatives"] = ([no_container_frame(np.random.default_rng([args.seed + 2, i]), "val",
+                                                 chosen=args.negative_backgrounds)[0]
                               for i in range(args.negatives)], [[] for _ in range(args.negatives)])
     return sets
+
+
+def per_background(dets_per_frame, backgrounds: list[str]) -> dict[str, dict]:
+    """False containers per held-out background photo of the negative frames: {photo: {frames, false}}."""
+    out: dict[str, dict] = {}
+    for dets, name in zip(dets_per_frame, backgrounds):
+        row = out.setdefault(name, {"frames": 0, "false": 0})
+        row["frames"] += 1
+        row["false"] += len(dets)
+    return dict(sorted(out.items()))
 
 
 def score(dets_per_frame, boxes_per_frame) -> dict:
@@ -97,6 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default=os.path.join(REPO, "runs", "cache"))
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
+    args.negative_backgrounds = []  # filled by frame_sets: the background photo of each negative frame
 
     from fillcls import segmentation
     from fillcls.world.containers import split_containers
@@ -135,6 +148,13 @@ def main(argv=None) -> int:
             pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
             print(f"| {thr:g} | {name} ({s['frames']}) | {s['containers']} | {pct(s['recall'])} | "
                   f"{pct(s['precision'])} | {s['false_per_frame']:.3f} |")
+            if name == "negatives":
+                s["per_background"] = per_background(chosen, args.negative_backgrounds)
+    for thr in [float(v) for v in args.score.split(",")]:
+        rows = results["sets"].get(f"negatives@{thr:g}", {}).get("per_background", {})
+        if rows:
+            print(f"negatives at score >= {thr:g}, false containers / frames per held-out background: "
+                  + "; ".join(f"{k} {v['false']} / {v['frames']}" for k, v in rows.items()))
     if ms:
         print(f"segmentation p50 {results['ms_per_640x480_frame_p50']:.1f} ms per 640 x 480 frame")
     if args.json:

@@ -2,6 +2,7 @@
 has run, sanity checks of the real index."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -66,8 +67,11 @@ def test_cutout_paste_and_negative_frame(stand_in):
     assert (frame[mask] > 0).any()
     f, anns = photos.no_container_frame(5, "val", 80, 60, (2, 2), stand_in)
     assert f.shape == (60, 80, 3) and anns == []
-    g, _ = photos.no_container_frame(5, "val", 80, 60, (2, 2), stand_in)
-    assert np.array_equal(f, g)
+    chosen = []
+    g, _ = photos.no_container_frame(5, "val", 80, 60, (2, 2), stand_in, chosen=chosen)
+    assert np.array_equal(f, g)  # asking which background was drawn changes nothing
+    val_backgrounds = [Path(p.path).name for p in photos.photos("background", "val", stand_in)]
+    assert len(chosen) == 1 and chosen[0] in val_backgrounds
     avoid = np.zeros((60, 80), bool)
     avoid[20:40, 30:50] = True
     frame = photos.background_crop(0, 80, 60, "train", stand_in)

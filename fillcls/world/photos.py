@@ -120,14 +120,18 @@ def _read(path: str, rgba: bool) -> np.ndarray:
 
 
 def background_crop(seed, width: int, height: int, split: str = "train",
-                    root: str | os.PathLike | None = None) -> np.ndarray:
+                    root: str | os.PathLike | None = None, chosen: list | None = None) -> np.ndarray:
     """A ``height x width x 3`` uint8 RGB crop of a random background photo of ``split``: a random
-    window of the photo's aspect-corrected region (35-100 % of the largest), maybe mirrored."""
+    window of the photo's aspect-corrected region (35-100 % of the largest), maybe mirrored.
+    ``chosen``: a list that receives the photo's file name, e.g. for per-photo figures."""
     if width < 1 or height < 1:
         raise ValueError(f"width and height must be >= 1, got {width} x {height}")
     rng = _rng(seed)
     pool = photos("background", split, root)
-    img = _read(pool[int(rng.integers(len(pool)))].path, False)
+    pick = pool[int(rng.integers(len(pool)))]
+    if chosen is not None:
+        chosen.append(Path(pick.path).name)
+    img = _read(pick.path, False)
     h, w = img.shape[:2]
     full_w = min(w, h * width / height)  # largest window with the target's aspect
     cw = full_w * rng.uniform(0.35, 1.0)
@@ -197,11 +201,12 @@ def paste_distractors(frame: np.ndarray, seed, n: int, split: str = "train", avo
 
 def no_container_frame(seed, split: str = "train", width: int = 640, height: int = 480,
                        n_cutouts: tuple[int, int] = (0, 4),
-                       root: str | os.PathLike | None = None) -> tuple[np.ndarray, list]:
+                       root: str | os.PathLike | None = None, chosen: list | None = None) -> tuple[np.ndarray, list]:
     """A negative frame: a background photo of ``split`` with ``n_cutouts`` (inclusive range)
     pasted cut-outs and no container. Returns ``(rgb uint8 H x W x 3, [])`` (the empty list: no
-    container annotations, like :func:`fillcls.world.render.render_frame` with none)."""
+    container annotations, like :func:`fillcls.world.render.render_frame` with none); ``chosen``
+    as for :func:`background_crop`."""
     rng = _rng(seed)
-    frame = background_crop(rng, width, height, split, root)
+    frame = background_crop(rng, width, height, split, root, chosen)
     paste_distractors(frame, rng, int(rng.integers(n_cutouts[0], n_cutouts[1] + 1)), split, root=root)
     return frame, []
