@@ -67,8 +67,12 @@ def test_segtrain_init_starts_from_a_finished_run(tmp_path):
     for (name, wa), wb in zip(a.state_dict().items(), b.state_dict().values()):
         if wa.is_floating_point() and "running" not in name:  # lr ~0: the weights barely move
             assert torch.allclose(wa, wb, atol=1e-4), name
-    with pytest.raises(CheckpointError, match=r"segmenter.pt: a fillsegnet \(width 8\) segmenter"):
+    with pytest.raises(CheckpointError, match=r"segmenter.pt: a fillsegnet \(width 8, low stride \d\) segmenter"):
         segtrain(cfg.replace(init=first, width=16), tmp_path / "c", log=quiet)
+    logs = []  # another input size: the network is fully convolutional, so it fine-tunes there
+    segtrain(cfg.replace(init=first, input_h=72, input_w=96), tmp_path / "e", log=logs.append)
+    assert any("trained at 80 x 60, fine-tuned here at 96 x 72" in m for m in logs)
+    assert load_segnet(tmp_path / "e" / "segmenter.pt")[2] == (72, 96)
     with pytest.raises(CheckpointError, match="missing.pt"):
         segtrain(cfg.replace(init=str(tmp_path / "missing.pt")), tmp_path / "d", log=quiet)
 

@@ -76,8 +76,8 @@ class SegConfig(Settings):
     pbr_spp: int = setting(8, "samples per pixel of the path-traced training frames")
     pbr_hand_frames: int = setting(0, "path-traced training frames with a hand holding every container, added "
                                       "to the others (cached apart from them)")
-    init: str = setting("", "start from this segmenter checkpoint's weights (same width and input size) "
-                            "instead of random ones: fine-tune a finished run on more frames")
+    init: str = setting("", "start from this segmenter checkpoint's weights (same network and width, any "
+                            "input size) instead of random ones: fine-tune a finished run on more frames")
     arch: str = setting(SEGNET_ARCH, f"network: {SEGNET_ARCH} (0.3 M parameters) or {LRASPP_ARCH} "
                                      "(MobileNetV3-Large + LR-ASPP, 3.2 M, random init)")
     low_stride: int = setting(4, f"{LRASPP_ARCH}: output stride (4 or 8) of the detail features")
@@ -367,12 +367,16 @@ def _resume(last: Path, cfg: SegConfig, model, opt, sched, log) -> int:
 def _init_weights(cfg: SegConfig, log) -> dict:
     """The weights of ``cfg.init``; CheckpointError naming the file if they do not fit these settings."""
     start, header, hw = load_segnet(cfg.init)
-    width = int((header.training or {}).get("width", 16))
-    if header.arch != cfg.arch or tuple(hw) != (cfg.input_h, cfg.input_w) or \
-            (cfg.arch == SEGNET_ARCH and width != cfg.width):
-        raise CheckpointError(f"{cfg.init}: a {header.arch} (width {width}) segmenter at {hw[1]} x {hw[0]}; "
-                              f"these settings train a {cfg.arch} (width {cfg.width}) at {cfg.input_w} x {cfg.input_h}")
-    log(f"[segtrain] starting from the weights of {cfg.init}")
+    training = header.training or {}
+    width, low_stride = int(training.get("width", 16)), training.get("low_stride", cfg.low_stride)
+    if header.arch != cfg.arch or (cfg.arch == SEGNET_ARCH and width != cfg.width) or \
+            (cfg.arch == LRASPP_ARCH and int(low_stride) != cfg.low_stride):
+        raise CheckpointError(f"{cfg.init}: a {header.arch} (width {width}, low stride {low_stride}) segmenter; "
+                              f"these settings train a {cfg.arch} (width {cfg.width}, low stride {cfg.low_stride})")
+    # both networks are fully convolutional: weights trained at one input size fine-tune at another
+    other = "" if tuple(hw) == (cfg.input_h, cfg.input_w) else \
+        f" (trained at {hw[1]} x {hw[0]}, fine-tuned here at {cfg.input_w} x {cfg.input_h})"
+    log(f"[segtrain] starting from the weights of {cfg.init}{other}")
     return start.state_dict()
 
 
