@@ -40,8 +40,9 @@ def cpu_model() -> str:
     return f"{_cpu_name()}, {os.cpu_count()} cores"
 
 
-def frame_sets(args, test_ids):
-    """{name: (frames, true boxes)} of the benchmark."""
+def frame_sets(args, test_ids, backgrounds: list[str]):
+    """{name: (frames, true boxes)} of the benchmark; ``backgrounds`` receives the held-out
+    background photo of each negative frame."""
     from fillcls.world.photos import no_container_frame
     from fillcls.world.render import render_frame
 
@@ -62,7 +63,7 @@ def frame_sets(args, test_ids):
             sets[name] = (list(frames), boxes)
     if args.negatives:
         sets["negatives"] = ([no_container_frame(np.random.default_rng([args.seed + 2, i]), "val",
-                                                 chosen=args.negative_backgrounds)[0]
+                                                 chosen=backgrounds)[0]
                               for i in range(args.negatives)], [[] for _ in range(args.negatives)])
     return sets
 
@@ -109,7 +110,6 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default=os.path.join(REPO, "runs", "cache"))
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
-    args.negative_backgrounds = []  # filled by frame_sets: the background photo of each negative frame
 
     from fillcls import segmentation
     from fillcls.world.containers import split_containers
@@ -119,8 +119,9 @@ def main(argv=None) -> int:
         print("error: no photographs: run `make photos` first", file=sys.stderr)
         return 2
     test_ids = list(split_containers(args.split)[1])
+    backgrounds: list[str] = []  # filled by frame_sets
     try:
-        sets = frame_sets(args, test_ids)
+        sets = frame_sets(args, test_ids, backgrounds)
     except PhotosMissingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -138,6 +139,7 @@ def main(argv=None) -> int:
         raw[name] = dets
     results = {"model": args.model, "split": args.split, "cpu": cpu_model(),
                "ms_per_640x480_frame_p50": float(np.median(ms)) if ms else None, "sets": {}}
+    notes = []
     print("| score threshold | frames | containers | box recall@0.5 | precision | false containers / frame |")
     print("|---|---|---:|---:|---:|---:|")
     for thr in [float(v) for v in args.score.split(",")]:
@@ -149,12 +151,11 @@ def main(argv=None) -> int:
             print(f"| {thr:g} | {name} ({s['frames']}) | {s['containers']} | {pct(s['recall'])} | "
                   f"{pct(s['precision'])} | {s['false_per_frame']:.3f} |")
             if name == "negatives":
-                s["per_background"] = per_background(chosen, args.negative_backgrounds)
-    for thr in [float(v) for v in args.score.split(",")]:
-        rows = results["sets"].get(f"negatives@{thr:g}", {}).get("per_background", {})
-        if rows:
-            print(f"negatives at score >= {thr:g}, false containers / frames per held-out background: "
-                  + "; ".join(f"{k} {v['false']} / {v['frames']}" for k, v in rows.items()))
+                rows = s["per_background"] = per_background(chosen, backgrounds)
+                notes.append(f"negatives at score >= {thr:g}, false containers / frames per held-out background: "
+                             + "; ".join(f"{k} {v['false']} / {v['frames']}" for k, v in rows.items()))
+    for line in notes:  # after the table
+        print(line)
     if ms:
         print(f"segmentation p50 {results['ms_per_640x480_frame_p50']:.1f} ms per 640 x 480 frame")
     if args.json:
