@@ -22,12 +22,12 @@ bench: setup
 # The shipped default models (models/default.pt, models/segmenter.pt and the ONNX exports
 # default.onnx / segmenter.onnx, which the node loads on the CPU; default.int8.onnx and
 # segmenter.onnx are made here and by setup, not committed), reproduced from scratch on the
-# procedural data and the photographs of `make photos` (about 16 h on 2 CPU cores, 9 h of it the
-# segmenter's stage 5; minutes on a GPU with scripts/gpu_segtrain.sh): the classifier
+# procedural data and the photographs of `make photos` (about 25 h on 2 CPU cores, 19 h of it the
+# segmenter's stages 5, 8 and 9; minutes on a GPU with scripts/gpu_segtrain.sh): the classifier
 # is the paper's AT->FT (L = 1) at 64 px on S1's training containers, from an in-house robust
 # source (fractals, L2-PGD eps 0.5 at 64 px; docs/model_card.md), the segmenter the MobileNetV3
 # LR-ASPP network on S1's training frames (procedural, photographic, path-traced, random container
-# shapes; its first and last stages ran on a GPU for the shipped file: scripts/gpu_segtrain.sh).
+# shapes; its stages 1, 5, 8 and 9 ran on a GPU for the shipped file: scripts/gpu_segtrain.sh).
 SOURCE64 := runs/sources/default64
 DEFAULT_MODEL_ARGS := --preset cpu --split S1 --strategy AT-FT --eps-source 0.5 --lr-transfer 0.05 --size 64 \
 	--n-samples 4800 --epochs 20 --samples-per-epoch 3200 --eval-max 0 --source-dir $(SOURCE64) --tag default64-ft20
@@ -36,7 +36,8 @@ models: setup photos segmenter-stages
 	$(PY) -m training pretrain --preset cpu --size 64 --eps 0.5 --out $(SOURCE64)
 	$(PY) -m training train $(DEFAULT_MODEL_ARGS)
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id $(DEFAULT_MODEL_ID) --out models/default.pt
-	FILLCLS_PHOTOS=.gpu600/photos $(PY) -m training segtrain $(SEG_GPU5_RUN) --export models/segmenter.pt --half
+	FILLCLS_PHOTOS=.gpu8/photos $(PY) -m training segtrain $(SEG_GPU9_RUN) --export models/segmenter.pt --half \
+		--average-with runs/segmenter/lraspp-gpu8/S1/segmenter.pt
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id $(DEFAULT_MODEL_ID) --format onnx \
 		--int8 --out models/default.onnx
 	$(PY) -m training.onnx_export models/segmenter.pt models/segmenter.onnx
@@ -72,7 +73,18 @@ SEG_SOUP24 := runs/segmenter/soup24/segmenter.pt
 SEG_GPU5_ARGS := --preset gpu --split S1 --train-frames 32000 --epochs 6 --lr 1e-3 --random-shapes 0.4 \
 	--aspect-jitter 0.6 --negative-frames 0.2 --photo-eval-frames 0 --frames-dir .gpu600/frames --frames-repeat 8
 SEG_GPU5_RUN := $(SEG_GPU5_ARGS) --init $(SEG_SOUP24) --out runs/segmenter/lraspp-gpu5/S1
-# The segmenter's five training stages (`models` exports the shipped file from the last, then
+# Stages 8 and 9 (2026-11-27 afternoon, on one H100 with scripts/gpu_segtrain.sh and the pack `.gpu8`
+# of the photographs of 7 packages and 240 path-traced frames: 3 + 3 min; here about 5 h): stage 5
+# fine-tuned at a 384 x 288 input (the flutes' thin stems) on 16 000 new frames (25 % no-container
+# photos), 4 epochs, then once more with the path-traced frames x 20 (the lease stopped it after
+# epoch 3 of 4; this runs all 4).
+SEG_GPU8_ARGS := --preset gpu --split S1 --train-frames 16000 --epochs 4 --input-h 288 --input-w 384 \
+	--random-shapes 0.4 --aspect-jitter 0.6 --negative-frames 0.25 --photo-eval-frames 0 --frames-dir .gpu8/frames
+SEG_GPU8_RUN := $(SEG_GPU8_ARGS) --lr 7e-4 --seed 8 --frames-repeat 10 --init runs/segmenter/lraspp-gpu5/S1/segmenter.pt \
+	--out runs/segmenter/lraspp-gpu8/S1
+SEG_GPU9_RUN := $(SEG_GPU8_ARGS) --lr 5e-4 --seed 9 --frames-repeat 20 --init runs/segmenter/lraspp-gpu8/S1/segmenter.pt \
+	--out runs/segmenter/lraspp-gpu9/S1
+# The segmenter's training stages (`models` exports the shipped file from the last, then
 # `model-card` evaluates them); a finished stage is skipped.
 segmenter-stages: setup photos
 	$(PY) scripts/pack_gpu_data.py --out .gpu --pbr 300
@@ -85,6 +97,9 @@ segmenter-stages: setup photos
 		--average-with runs/segmenter/lraspp-ft/S1/segmenter.pt
 	$(PY) scripts/pack_gpu_data.py --out .gpu600 --pbr 600
 	FILLCLS_PHOTOS=.gpu600/photos $(PY) -m training segtrain $(SEG_GPU5_RUN)
+	$(PY) scripts/pack_gpu_data.py --out .gpu8 --pbr 240
+	FILLCLS_PHOTOS=.gpu8/photos $(PY) -m training segtrain $(SEG_GPU8_RUN)
+	FILLCLS_PHOTOS=.gpu8/photos $(PY) -m training segtrain $(SEG_GPU9_RUN)
 XR_ARGS := --preset cpu --split S1 --strategy ST --size 64 --epochs 8 --samples-per-epoch 3200 --eval-max 0
 ST64_ARGS := --preset cpu --split S1 --strategy ST --size 64 --n-samples 4800 --epochs 20 --samples-per-epoch 3200 \
 	--eval-max 0 --tag default64

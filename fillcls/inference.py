@@ -181,15 +181,18 @@ class FillingEstimator:
 
     def predict_many(self, frames) -> list[list[ContainerResult]]:
         """:meth:`predict` of several frames (e.g. one per camera) with ONE classifier forward:
-        each frame is segmented and cropped, the crops of all frames are classified as one batch
+        the frames are segmented (in one batched forward where the segmenter has ``many``, as
+        ``learned`` has) and cropped, the crops of all frames are classified as one batch
         and the results are split back per frame (``result[i]`` belongs to ``frames[i]``).
         ``last_timing`` holds the stage times of the whole call, ``last_batch_size`` the number
         of crops of its forward."""
         if not frames:
             return []
         t0 = time.perf_counter()
-        found = [segmentation.select(self.segment(rgb), self.config.segmentation_score_threshold,
-                                     self.config.max_containers) for rgb in frames]
+        many = getattr(self.segment, "many", None) if len(frames) > 1 else None
+        segmented = many(frames) if many else [self.segment(rgb) for rgb in frames]
+        found = [segmentation.select(dets, self.config.segmentation_score_threshold, self.config.max_containers)
+                 for dets in segmented]
         t1 = time.perf_counter()
         batch = self._concat([self.preprocess(rgb, [d.box for d in dets]) for rgb, dets in zip(frames, found)])
         t2 = time.perf_counter()

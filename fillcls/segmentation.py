@@ -178,19 +178,26 @@ def learned(model: str = "", mask_threshold: float = 0.5, min_area: float = 0.00
     """The project's own segmentation network (:mod:`fillcls.segnet`), trained on procedural
     frames by ``python -m training segtrain``; ``model`` "" = the packaged segmenter.
     ``inference_backend`` (``torch``, ``onnxruntime``, ``auto``: by the file), ``precision`` and
-    ``threads`` as for the classifier (:mod:`fillcls.backends`); onnxruntime never imports torch."""
+    ``threads`` as for the classifier (:mod:`fillcls.backends`); onnxruntime never imports torch.
+    ``segment.many(frames)`` segments several frames (cameras) in one batched forward."""
     from .segnet import frame_to_array, instances
 
     path = _model_path(model, inference_backend)
     runner, input_hw = _segnet_runner(path, inference_backend, device, precision, threads)
     segment_warnings = getattr(runner, "warnings", [])
 
+    def segment_many(frames) -> list[list[Detection]]:
+        """The detections of several frames with one network forward (one batch)."""
+        probs = runner(np.stack([frame_to_array(rgb, input_hw) for rgb in frames]))
+        return [[Detection(box, score, mask)
+                 for box, score, mask in instances(prob, rgb.shape[:2], mask_threshold, min_area)]
+                for rgb, prob in zip(frames, probs)]
+
     def segment(rgb: np.ndarray) -> list[Detection]:
-        prob = runner(frame_to_array(rgb, input_hw)[None])[0]
-        return [Detection(box, score, mask)
-                for box, score, mask in instances(prob, rgb.shape[:2], mask_threshold, min_area)]
+        return segment_many([rgb])[0]
 
     segment.warnings = segment_warnings
+    segment.many = segment_many
     return segment
 
 

@@ -5,7 +5,8 @@
 # * `apt-get download` the packages below (no root install; `apt-get update` first when the
 #   package lists are empty), `dpkg-deb` extracts only their images and copyright files;
 # * keeps photographs only: a hand-picked list of photographic desktop backgrounds (no drawings,
-#   no cups, glasses, bottles or bowls in them) and the photographic Tux Paint stamps (RGBA
+#   no cups, glasses, bottles or bowls in them), OpenCV's sample photographs, GIMP's photographic
+#   texture patterns (tiled to 1024 x 768) and the photographic Tux Paint stamps (RGBA
 #   cut-outs; drawings are left out by a flat-colour test, container-like objects by their
 #   English description);
 # * writes backgrounds/*.jpg (longest side <= 1280 px), cutouts/*.png (RGBA, cropped to the
@@ -13,7 +14,7 @@
 #   copyright, kind: cutout | background, split: train | val by a fixed hash of the file name,
 #   ~20 % val). Licences come from each package's /usr/share/doc/<package>/copyright (machine-
 #   readable stanzas; Plasma wallpapers: their metadata.json). docs/data.md lists the sources.
-# Idempotent: does nothing when OUT_DIR/index.json exists (FORCE=1 rebuilds). Needs ~300 MB of
+# Idempotent: does nothing when OUT_DIR/index.json exists (FORCE=1 rebuilds). Needs ~450 MB of
 # downloads and ~1 GB of temporary disk (removed afterwards); the result is ~60 MB.
 set -euo pipefail
 
@@ -22,7 +23,7 @@ OUT="${1:-$ROOT/data/photos}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
 PACKAGES=(tuxpaint-stamps-default mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04
-          plasma-workspace-wallpapers)
+          plasma-workspace-wallpapers opencv-doc gimp-data)
 
 if [ -f "$OUT/index.json" ] && [ "${FORCE:-0}" != 1 ]; then
     echo "fetch_photos: $OUT/index.json exists (FORCE=1 rebuilds)"
@@ -50,7 +51,7 @@ for deb in "$WORK"/debs/*.deb; do
     mkdir -p "$WORK/raw/$pkg"
     echo "$ver" > "$WORK/raw/$pkg/VERSION"
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$WORK/raw/$pkg" --wildcards --no-anchored \
-        '*.png' '*.jpg' '*.txt' '*/copyright' '*/metadata.json' 2>/dev/null || true
+        '*.png' '*.jpg' '*.pat' '*.txt' '*/copyright' '*/metadata.json' 2>/dev/null || true
     rm -f "$deb"
 done
 
@@ -72,7 +73,21 @@ BACKGROUNDS = {
     "plasma-workspace-wallpapers": ["*/wallpapers/%s/contents/images/*" % n for n in (
         "BytheWater", "ColdRipple", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "Kite",
         "OneStandsOut", "Path", "Volna", "summer_1am")],
+    # OpenCV's sample photographs (one of each stereo / view pair; no pots, jars or bottles)
+    "opencv-doc": ["*/examples/data/%s" % n for n in (
+        "aero1.jpg", "aero3.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "board.jpg", "box.png",
+        "box_in_scene.png", "building.jpg", "butterfly.jpg", "chicky_512.png", "fruits.jpg", "graf1.png",
+        "home.jpg", "left.jpg", "left01.jpg", "leuvenA.jpg", "licenseplate_motion.jpg", "messi5.jpg",
+        "orange.jpg", "rubberwhale1.png", "squirrel_cls.jpg", "sudoku.png")]
+    + ["*/examples/hfs/data/001.jpg", "*/examples/hfs/data/002.jpg", "*/examples/reg/home.png",
+       "*/examples/dnn_superres/butterfly.png"],
 }
+# GIMP's photographic texture patterns (.pat tiles of 50-156 px: wood, stone, fabric, ...), tiled.
+TEXTURE_PACKAGE = "gimp-data"
+TEXTURES = ["Fabric/burlap", "Food/java", "Paper/crinklepaper", "Plant/leaves", "Stone/brick", "Stone/cracked",
+            "Stone/granite1", "Stone/ground1", "Stone/marble1", "Stone/rock", "Stone/slate", "Stone/stone33",
+            "Wood/bark", "Wood/corkboard", "Wood/parque1", "Wood/walnut", "Wood/wood3", "Wood/wood5"]
+TEXTURE_SIZE = (1024, 768)
 CUTOUT_PACKAGE = "tuxpaint-stamps-default"
 # Stamps whose English description names a container-like object are never negatives.
 CONTAINER_WORDS = re.compile(r"\b(cups?|mugs?|glass(es)?|bottles?|jars?|jugs?|pitchers?|teapots?|kettles?|"
@@ -104,12 +119,22 @@ def dep5(pkg):
     return stanzas
 
 
+# Installed paths whose source path is known: matched exactly against the copyright's stanzas.
+SOURCE_PATHS = {"opencv-doc": ("usr/share/doc/opencv-doc/examples/", "samples/")}
+
+
 def licence_of(pkg, src):
     """(licence, copyright) of ``src`` (path inside the package): last matching stanza wins."""
     found = ("see /usr/share/doc/%s/copyright" % pkg, "")
+    installed, source = SOURCE_PATHS.get(pkg, (None, None))
+    exact = source + src[len(installed):] if installed and src.startswith(installed) else None
     for patterns, holder, lic in dep5(pkg):
-        if lic and any(p == "*" or fnmatch.fnmatch(src, "*" + p.lstrip("*"))
-                       or ("*" not in p and os.path.basename(p) == os.path.basename(src)) for p in patterns):
+        if exact is not None:
+            hit = any(fnmatch.fnmatch(exact, p) for p in patterns)
+        else:
+            hit = any(p == "*" or fnmatch.fnmatch(src, "*" + p.lstrip("*"))
+                      or ("*" not in p and os.path.basename(p) == os.path.basename(src)) for p in patterns)
+        if lic and hit:
             found = (lic, holder)
     meta = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.join(RAW, pkg, src)))),
                         "metadata.json")  # wallpapers/<name>/contents/images/<file>
@@ -145,11 +170,44 @@ def backgrounds(index):
                 sys.exit("fetch_photos: %s has no file %s" % (pkg, pattern))
             src = max(hits, key=lambda f: os.path.getsize(os.path.join(root, f)))  # largest version
             img = fit(cv2.imread(os.path.join(root, src), cv2.IMREAD_COLOR), 1280)
-            stem = re.sub(r"[^A-Za-z0-9_-]+", "_", src.split("/wallpapers/")[-1].split("/contents")[0]
-                          if "/wallpapers/" in src else os.path.splitext(os.path.basename(src))[0])
+            if "/wallpapers/" in src:
+                stem = src.split("/wallpapers/")[-1].split("/contents")[0]
+            elif "/examples/" in src:  # OpenCV: two butterflies and two homes in different folders
+                stem = os.path.splitext(src.split("/examples/")[-1])[0]
+            else:
+                stem = os.path.splitext(os.path.basename(src))[0]
+            stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem)
             file = "backgrounds/%s__%s.jpg" % (pkg, stem)
             cv2.imwrite(os.path.join(OUT, file), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
             index.append(entry(pkg, src, "background", file, img))
+
+
+def read_pat(path):
+    """A GIMP pattern (.pat: big-endian header size, version, width, height, bytes per pixel,
+    'GPAT', name; then the pixels) as a BGR array."""
+    data = open(path, "rb").read()
+    header, _, w, h, bpp = (int.from_bytes(data[i:i + 4], "big") for i in range(0, 20, 4))
+    if data[20:24] != b"GPAT" or bpp not in (1, 2, 3, 4) or len(data) < header + w * h * bpp:
+        sys.exit("fetch_photos: %s is not a GIMP pattern" % path)
+    px = np.frombuffer(data[header:header + w * h * bpp], np.uint8).reshape(h, w, bpp)
+    px = np.repeat(px[..., :1], 3, 2) if bpp < 3 else px[..., :3]
+    return np.ascontiguousarray(px[..., ::-1])
+
+
+def textures(index):
+    root = os.path.join(RAW, TEXTURE_PACKAGE)
+    for name in TEXTURES:
+        hits = glob.glob(root + "/usr/share/gimp/*/patterns/%s.pat" % name)
+        if not hits:
+            sys.exit("fetch_photos: %s has no pattern %s" % (TEXTURE_PACKAGE, name))
+        tile = read_pat(hits[0])
+        W, H = TEXTURE_SIZE
+        img = np.tile(tile, (-(-H // tile.shape[0]), -(-W // tile.shape[1]), 1))[:H, :W]
+        file = "backgrounds/%s__%s.jpg" % (TEXTURE_PACKAGE, name.replace("/", "_"))
+        cv2.imwrite(os.path.join(OUT, file), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        e = entry(TEXTURE_PACKAGE, os.path.relpath(hits[0], root), "background", file, img)
+        e["tiled"] = [int(tile.shape[1]), int(tile.shape[0])]
+        index.append(e)
 
 
 def photographic(rgba):
@@ -196,6 +254,7 @@ def cutouts(index):
 
 index = []
 backgrounds(index)
+textures(index)
 cutouts(index)
 tmp = os.path.join(OUT, ".index.json.tmp")
 with open(tmp, "w") as f:

@@ -95,6 +95,28 @@ def test_learned_backend_empty_frame_gives_nothing():
     assert segmentation.select(seg(rgb), 0.5, 5) == []
 
 
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="models/segmenter.pt not built (make models)")
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_learned_many_frames_in_one_batch_equal_one_by_one(backend):
+    """``segment.many`` (one batched forward for several cameras) gives what one call per frame
+    gives, frames of different sizes included."""
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+        if not SHIPPED.with_suffix(".onnx").is_file():
+            pytest.skip("models/segmenter.onnx not exported")
+    model = str(SHIPPED if backend == "torch" else SHIPPED.with_suffix(".onnx"))
+    seg = segmentation.make_segmenter("learned", model=model, inference_backend=backend)
+    shots = [rgb for rgb, _ in frames(2, n_containers=2, seed=900, size=(640, 480))]
+    shots += [rgb for rgb, _ in frames(1, n_containers=1, seed=901, size=(320, 240))]
+    shots.append(np.full((240, 320, 3), 128, np.uint8))
+    together = seg.many(shots)
+    assert len(together) == len(shots) and sum(map(len, together)) >= 3
+    for rgb, got in zip(shots, together):
+        alone = seg(rgb)
+        assert [d.box for d in got] == [d.box for d in alone]
+        assert np.allclose([d.score for d in got], [d.score for d in alone], atol=1e-4)
+
+
 def test_threshold_honours_score_threshold_and_limit():
     rgb, anns = frames(1, n_containers=2, seed=3)[0]
     dets = segmentation.make_segmenter("threshold")(rgb)
