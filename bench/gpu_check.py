@@ -166,8 +166,9 @@ def node_latency(args, device: str, log) -> dict[str, dict]:
     """End-to-end latency of the node's estimator (:class:`fillcls.inference.FillingEstimator`:
     segmentation, crops, classifier, results) on 640 x 480 frames with one container: one camera
     (``predict``) and four cameras batched (``predict_many`` of four frames: one segmenter batch
-    with ``learned``, one classifier batch), with the stage medians (four cameras: p50 and p95). Rows: a random model at ``args.size`` px and the shipped 64 px default,
-    each segmenter and precision."""
+    with ``learned``, one classifier batch), with the stage medians (four cameras: p50 and p95).
+    Rows: a random model at ``args.size`` px and the shipped 64 px default, each segmenter and
+    precision."""
     import numpy as np
     import torch
 

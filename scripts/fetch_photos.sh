@@ -15,7 +15,7 @@
 #   ~20 % val). Licences come from each package's /usr/share/doc/<package>/copyright (machine-
 #   readable stanzas; Plasma wallpapers: their metadata.json). docs/data.md lists the sources.
 # Idempotent: does nothing when OUT_DIR/index.json exists (FORCE=1 rebuilds). Needs ~450 MB of
-# downloads and ~1 GB of temporary disk (removed afterwards); the result is ~60 MB.
+# downloads and ~1 GB of temporary disk (removed afterwards); the result is ~30 MB.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
