@@ -159,8 +159,15 @@ def fit(img, longest):
         if s < 1 else img
 
 
-def backgrounds(index):
+def save_background(pkg, src, stem, img):
+    """Write ``img`` as backgrounds/<pkg>__<stem>.jpg (the name the split is drawn from); its index entry."""
     os.makedirs(os.path.join(OUT, "backgrounds"), exist_ok=True)
+    file = "backgrounds/%s__%s.jpg" % (pkg, stem)
+    cv2.imwrite(os.path.join(OUT, file), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return entry(pkg, src, "background", file, img)
+
+
+def backgrounds(index):
     for pkg, patterns in BACKGROUNDS.items():
         root = os.path.join(RAW, pkg)
         files = sorted(os.path.relpath(p, root) for p in glob.glob(root + "/**/*.*", recursive=True))
@@ -176,10 +183,7 @@ def backgrounds(index):
                 stem = os.path.splitext(src.split("/examples/")[-1])[0]
             else:
                 stem = os.path.splitext(os.path.basename(src))[0]
-            stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem)
-            file = "backgrounds/%s__%s.jpg" % (pkg, stem)
-            cv2.imwrite(os.path.join(OUT, file), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
-            index.append(entry(pkg, src, "background", file, img))
+            index.append(save_background(pkg, src, re.sub(r"[^A-Za-z0-9_-]+", "_", stem), img))
 
 
 def read_pat(path):
@@ -203,9 +207,7 @@ def textures(index):
         tile = read_pat(hits[0])
         W, H = TEXTURE_SIZE
         img = np.tile(tile, (-(-H // tile.shape[0]), -(-W // tile.shape[1]), 1))[:H, :W]
-        file = "backgrounds/%s__%s.jpg" % (TEXTURE_PACKAGE, name.replace("/", "_"))
-        cv2.imwrite(os.path.join(OUT, file), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        e = entry(TEXTURE_PACKAGE, os.path.relpath(hits[0], root), "background", file, img)
+        e = save_background(TEXTURE_PACKAGE, os.path.relpath(hits[0], root), name.replace("/", "_"), img)
         e["tiled"] = [int(tile.shape[1]), int(tile.shape[0])]
         index.append(e)
 
