@@ -4,7 +4,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_shm.xml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench models model-card segmenter-stages clean photos
+.PHONY: setup demo test bench models model-card segmenter-stages source-study clean photos
 setup:
 	bash scripts/setup_env.sh
 
@@ -164,6 +164,24 @@ model-card: setup photos segmenter-stages
 	$(PY) -m training compare $(foreach d,proc64 mix64,runs/cpu-xr-$(d)/S1/ST_et0/model.pt \
 		runs/cpu-xr-$(d)/S1/AT-FT_L1_es0.5_et0/model.pt) \
 		--preset cpu --size 64 --n-samples 4800 --eval-max 0 --pbr 320 --json runs/compare_xr_atft.json
+
+# Which source data helps the transfer (issue 16 item 4; docs/model_card.md, *Richer sources*): four
+# eps_s 0.5 sources of ~3 000 images each at 32 px (24 fractal classes x 125, 96 x 31, 24 photographic
+# cut-outs x 125, 12 + 12 of both), AT->FT from each on all three splits, against ST.
+SOURCES32 := cpu cpu-f96 cpu-cutouts cpu-mix
+source-study: setup photos
+	$(PY) -m training pretrain --preset cpu --eps 0.5
+	$(PY) -m training pretrain --preset cpu --eps 0.5 --n-classes 96 --per-class 31 --test-per-class 7 \
+		--out runs/sources/cpu-f96
+	$(PY) -m training pretrain --preset cpu --eps 0.5 --data cutouts --out runs/sources/cpu-cutouts
+	$(PY) -m training pretrain --preset cpu --eps 0.5 --data fractals+cutouts --n-classes 12 \
+		--out runs/sources/cpu-mix
+	for s in S1 S2 S3; do $(PY) -m training train --preset cpu --split $$s --strategy ST || exit 1; \
+		for src in $(SOURCES32); do $(PY) -m training train --preset cpu --split $$s --strategy AT-FT \
+			--eps-source 0.5 --lr-transfer 0.05 --source-dir runs/sources/$$src --tag src-$$src || exit 1; done; done
+	$(PY) -m training compare $(foreach s,S1 S2 S3,runs/cpu/$(s)/ST_et0/model.pt \
+		$(foreach src,$(SOURCES32),runs/cpu-src-$(src)/$(s)/AT-FT_L1_es0.5_et0/model.pt)) \
+		--preset cpu --pbr 320 --json runs/compare_sources32.json
 
 # Real photographs from Debian packages (backgrounds, distractor cut-outs, no-container
 # negatives) -> data/photos/, never committed; sources and licences in docs/data.md.

@@ -145,3 +145,41 @@ def test_segtrain_with_photos(stand_in, monkeypatch, tmp_path):
     neg = result["photo_metrics"]["negative-val"]
     assert neg["containers"] == 0 and neg["frames"] == 4 and neg["false_per_frame"] >= 0
     assert result["photo_metrics"]["photo-val"]["containers"] > 0
+
+
+def test_cutout_source_dataset(stand_in, tmp_path, monkeypatch):
+    """training.data.cutouts: one class per train cut-out (val ones never), deterministic and
+    cached; fractals+cutouts shifts the cut-out labels; `pretrain --data cutouts` trains a source
+    model end to end, and without photos stops with one error naming `make photos`."""
+    from fillcls import core
+    from training.cli import main
+    from training.data import cutouts
+    from training.sources import find_source
+
+    train, test = cutouts.cutout_splits(0, 3, 2, 16, seed=1, cache_dir=tmp_path / "cache", root=stand_in)
+    assert train.classes == ("c0", "c1") and len(train) == 6 and len(test) == 4
+    assert train.images.shape == (6, 3, 16, 16) and train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert len(list((tmp_path / "cache").glob("cutouts_*.npz"))) == 1
+    again, _ = cutouts.cutout_splits(0, 3, 2, 16, seed=1, root=stand_in)
+    assert np.array_equal(again.images.numpy(), train.images.numpy())
+    assert not np.array_equal(test.images[:2].numpy(), train.images[:2].numpy())  # independent draws
+    # the green cut-out is visible on the random backgrounds
+    green = (train.images[:, 1].int() - train.images[:, 0].int() > 100).float().mean(dim=(1, 2))
+    assert (green > 0.02).all()
+    with pytest.raises(ValueError, match="n_classes"):
+        cutouts.class_photos(5, stand_in)
+    mixed, _ = cutouts.mixed_splits(2, 4, 1, 16, seed=0, root=stand_in)
+    assert mixed.classes == ("ifs000", "ifs001", "c0", "c1") and len(mixed) == 8 + 2 * 4
+    assert mixed.labels[8:].tolist() == [2] * 4 + [3] * 4
+
+    monkeypatch.setenv("FILLCLS_PHOTOS", str(stand_in))
+    runs = str(tmp_path / "runs")
+    args = ["pretrain", "--preset", "tiny", "--runs", runs, "--eps", "0", "--data", "cutouts", "--n-classes", "0"]
+    assert main(args) == 0
+    spec = find_source(f"{runs}/sources/tiny", "resnet18", 0.0)
+    header, _, _ = core.read_checkpoint(spec.path)
+    assert header.classes == ("c0", "c1") and header.training["dataset"] == "cutouts"
+    assert main([*args, "--no-resume", "--n-classes", "3"]) == 2  # the stand-in has two train cut-outs
+    monkeypatch.setenv("FILLCLS_PHOTOS", str(tmp_path / "none"))
+    assert main([*args, "--no-resume", "--data", "fractals+cutouts", "--n-classes", "2"]) == 2
+

@@ -7,7 +7,9 @@ checkpoint, header ``kind="source"``) into ``<runs>/sources/<preset>`` (``--out`
 :func:`training.sources.find_source` and the trainer's ``--source-dir`` default look.
 
 Source datasets: ``fractals`` (default; :mod:`training.data.fractals`, formula-driven, no
-download) or the path of any ImageFolder (:mod:`training.data.folder`). Every model is evaluated
+download), ``cutouts`` (one class per real photographic cut-out of ``make photos``,
+:mod:`training.data.cutouts`), ``fractals+cutouts`` (as many classes of each) or the path of any ImageFolder
+(:mod:`training.data.folder`). Every model is evaluated
 on held-out clean source images (``source_acc``) and under PGD at its own eps^s
 (``source_robust_acc``) and at a common ``eval_eps`` (``source_common_robust_acc``); the values go
 into the checkpoint header and ``<out>/sources.json``. Training is :func:`training.engine.fit`
@@ -25,6 +27,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 from fillcls.atomic import WriteError
 from fillcls.core import CheckpointError, CheckpointHeader
+from fillcls.world.photos import PhotoIndexError, PhotosMissingError
 from training.config import Recipe, get_preset as _trainer_preset
 from training.runs import (RunDir, RunError, add_run_options, add_settings_options, digest, read_json,
                            setting, settings_from_args, setup_device, write_json)
@@ -40,10 +43,12 @@ class PretrainPreset(Recipe):
     WHAT: ClassVar[str] = "pretrain"
 
     arch: str = setting("resnet18", "architecture")
-    data: str = setting("fractals", "'fractals' (procedural IFS fractals, no download) or the path of an "
-                                    "ImageFolder (root/<class>/<img>, or root/train + root/val)")
+    data: str = setting("fractals", "'fractals' (procedural IFS fractals, no download), 'cutouts' (one class "
+                                    "per photographic cut-out of `make photos`), 'fractals+cutouts' (both) "
+                                    "or the path of an ImageFolder (root/<class>/<img>, or root/train + root/val)")
     size: int = setting(48, "input size in pixels (presets: the trainer preset's size)")
-    n_classes: int = setting(24, "number of source classes (fractals: IFS; folder: first N classes, 0 = all)")
+    n_classes: int = setting(24, "number of source classes (fractals: IFS; cutouts: spread over the "
+                                 "cut-outs, 0 = all; fractals+cutouts: N of each; folder: first N, 0 = all)")
     per_class: int = setting(125, "training images per class (folder: at most, 0 = all)")
     test_per_class: int = setting(25, "held-out images per class for the source accuracy "
                                       "(folder without val/: 0 = 10% of each class)")
@@ -53,6 +58,13 @@ class PretrainPreset(Recipe):
     eval_max: int = setting(240, "attack at most this many held-out images (0 = all)")
     eval_eps: float = setting(0.25, "common eps at which every model of the ladder is also attacked (0 = skip)")
     eval_batch_size: int = setting(120, "evaluation batch size")
+
+    def validate(self) -> None:
+        super().validate()
+        least = 1 if self.data in ("fractals", "fractals+cutouts") else 0
+        if self.n_classes < least or self.per_class < least or self.test_per_class < 0:
+            raise ValueError(f"data {self.data!r} needs n_classes >= {least}, per_class >= {least} and "
+                             f"test_per_class >= 0, got {self.n_classes}, {self.per_class}, {self.test_per_class}")
 
 
 #: ``cpu``: 24 fractal classes x 125 images at the input size of the trainer's ``cpu`` preset,
@@ -71,6 +83,8 @@ PAPER = CPU.replace(size=_trainer_preset("paper").size, n_classes=1000, per_clas
                     eval_eps=0.25, eval_batch_size=256)
 PRESETS: dict[str, PretrainPreset] = {"tiny": TINY, "cpu": CPU, "paper": PAPER}
 
+#: Source datasets built in (any other ``data`` is the path of an ImageFolder).
+BUILTIN_DATA = ("fractals", "cutouts", "fractals+cutouts")
 #: Fields that do not change the trained weights (a finished model with other values is reused).
 _EVAL_FIELDS = ("eval_steps", "eval_max", "eval_eps", "eval_batch_size")
 
@@ -87,7 +101,7 @@ def default_ladder(preset_name: str) -> tuple[float, ...]:
 def identity(p: PretrainPreset, eps: float) -> dict[str, Any]:
     """Settings that decide the weights of the eps model (data given as an absolute path)."""
     d = {k: v for k, v in p.recipe_values().items() if k not in _EVAL_FIELDS}
-    if d["data"] != "fractals":
+    if d["data"] not in BUILTIN_DATA:
         d["data"] = os.path.abspath(d["data"])
     d["eps"] = float(eps)
     return d
@@ -105,6 +119,17 @@ def load_source_data(p: PretrainPreset, cache_dir: str | None = None, log: Log =
 
         return fractal_splits(p.n_classes, p.per_class, p.test_per_class, p.size, seed=p.data_seed,
                               cache_dir=cache_dir, log=log)
+    if p.data in ("cutouts", "fractals+cutouts"):
+        from training.data import cutouts
+
+        make = cutouts.cutout_splits if p.data == "cutouts" else cutouts.mixed_splits
+        try:
+            return make(p.n_classes, p.per_class, p.test_per_class, p.size, seed=p.data_seed,
+                        cache_dir=cache_dir, log=log)
+        except PhotoIndexError:
+            raise
+        except ValueError as exc:  # too many classes for the photos there are
+            raise PretrainError(f"data {p.data!r}: {exc}") from exc
     from training.data.folder import folder_splits
 
     return folder_splits(p.data, p.size, max_per_class=p.per_class, test_per_class=p.test_per_class,
@@ -167,7 +192,7 @@ def _info(p: PretrainPreset, eps: float, train_set, test_set, own: dict, common:
           history: dict, times: tuple[float, float], device: str, preset_name: str) -> dict:
     """The ``training`` entry of the source model's header (and of ``sources.json``)."""
     return {
-        "dataset": "fractals" if p.data == "fractals" else os.path.abspath(p.data),
+        "dataset": p.data if p.data in BUILTIN_DATA else os.path.abspath(p.data),
         "eps_source": eps, "epochs": p.epochs, "lr": p.lr, "size": p.size,
         "n_classes": len(train_set.classes), "per_class": p.per_class,
         "n_train": len(train_set), "n_test": len(test_set),
@@ -347,7 +372,7 @@ def run_pretrain_from_args(args: argparse.Namespace) -> int:
     try:
         results = pretrain_ladder(p, eps_values, out, preset_name=args.preset, resume=args.resume,
                                   device=device, cache_dir=cache)
-    except (RunError, CheckpointError, WriteError) as exc:
+    except (RunError, CheckpointError, WriteError, PhotosMissingError, PhotoIndexError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary_table(results))

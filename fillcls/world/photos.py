@@ -119,6 +119,12 @@ def _read(path: str, rgba: bool) -> np.ndarray:
     return cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
 
 
+def read(photo: Photo) -> np.ndarray:
+    """The pixels of ``photo``: RGBA (h x w x 4) for a cut-out, RGB for a background; uint8, cached
+    and shared between calls (do not modify)."""
+    return _read(photo.path, photo.kind == "cutout")
+
+
 def background_crop(seed, width: int, height: int, split: str = "train",
                     root: str | os.PathLike | None = None, chosen: list | None = None) -> np.ndarray:
     """A ``height x width x 3`` uint8 RGB crop of a random background photo of ``split``: a random

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -97,3 +98,21 @@ def cached(cache_dir: str | os.PathLike | None, stem: str, settings: Mapping[str
     sets = build()
     save_sets(path, sets)
     return sets
+
+
+def cached_train_test(cache_dir: str | os.PathLike | None, stem: str, settings: Mapping[str, Any],
+                      make: Callable[[str], CropSet], log: Callable[[str], None] | None = None) -> tuple[CropSet, CropSet]:
+    """``make("train")`` and ``make("test")`` (a source dataset's two splits) through :func:`cached`;
+    a build is logged with its size and time."""
+    def build() -> Sets:
+        t0 = time.perf_counter()
+        sets = {split: make(split) for split in ("train", "test")}
+        if log:
+            k, (tr, te) = max(1, len(sets["train"].classes)), (len(sets["train"]), len(sets["test"]))
+            log(f"{stem}: {k} classes x ({tr // k} + {te // k}) images at {sets['train'].images.shape[-1]} px "
+                f"in {time.perf_counter() - t0:.1f} s")
+        return sets
+
+    sets = cached(cache_dir, stem, settings, build, names=("train", "test"), log=log)
+    return sets["train"], sets["test"]
+

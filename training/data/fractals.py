@@ -24,7 +24,6 @@ of a split only on (seed, k, split). :func:`fractal_splits` caches the sets as `
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from .base import CropSet
-from .cache import cached
+from .cache import cached_train_test
 
 #: Bump when the generator changes (invalidates caches).
 VERSION = 2
@@ -258,17 +257,8 @@ def fractal_splits(n_classes: int, per_class: int, test_per_class: int, size: in
                     test_per_class=test_per_class, size=size, seed=seed,
                     **{k: list(v) if isinstance(v, tuple) else v for k, v in sorted(kwargs.items())})
 
-    def build() -> dict[str, CropSet]:
-        t0 = time.perf_counter()
-        sets = {"train": fractal_set(n_classes, per_class, size, seed=seed, split="train", **kwargs),
-                "test": fractal_set(n_classes, test_per_class, size, seed=seed, split="test", **kwargs)}
-        if log:
-            log(f"fractals: {n_classes} classes x ({per_class} + {test_per_class}) images at {size} px "
-                f"in {time.perf_counter() - t0:.1f} s")
-        return sets
-
-    sets = cached(cache_dir, "fractals", settings, build, names=("train", "test"), log=log)
-    return sets["train"], sets["test"]
+    return cached_train_test(cache_dir, "fractals", settings, lambda split: fractal_set(
+        n_classes, per_class if split == "train" else test_per_class, size, seed=seed, split=split, **kwargs), log)
 
 
 def _cropset(images: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> CropSet:
