@@ -25,15 +25,21 @@ bench: setup
 # procedural data and the photographs of `make photos` (about 25 h on 2 CPU cores, 19 h of it the
 # segmenter's stages 5, 8 and 9; minutes on a GPU with scripts/gpu_segtrain.sh): the classifier
 # is the paper's AT->FT (L = 1) at 64 px on S1's training containers, from an in-house robust
-# source (fractals, L2-PGD eps 0.5 at 64 px; docs/model_card.md), the segmenter the MobileNetV3
+# source (12 fractal + 12 photographic cut-out classes, L2-PGD eps 0.5 at 64 px; docs/model_card.md), the segmenter the MobileNetV3
 # LR-ASPP network on S1's training frames (procedural, photographic, path-traced, random container
 # shapes; its stages 1, 5, 8 and 9 ran on a GPU for the shipped file: scripts/gpu_segtrain.sh).
 SOURCE64 := runs/sources/default64
+SOURCE64_MIX := runs/sources/default64-mix
+DEFAULT_SOURCE_ARGS := --preset cpu --size 64 --eps 0.5 --data fractals+cutouts --n-classes 12 --out $(SOURCE64_MIX)
 DEFAULT_MODEL_ARGS := --preset cpu --split S1 --strategy AT-FT --eps-source 0.5 --lr-transfer 0.05 --size 64 \
+	--n-samples 4800 --epochs 20 --samples-per-epoch 3200 --eval-max 0 --source-dir $(SOURCE64_MIX) \
+	--tag default64-ft20-mix
+# The default until 2026-11-27: the same from the fractal source alone.
+FRACTAL_MODEL_ARGS := --preset cpu --split S1 --strategy AT-FT --eps-source 0.5 --lr-transfer 0.05 --size 64 \
 	--n-samples 4800 --epochs 20 --samples-per-epoch 3200 --eval-max 0 --source-dir $(SOURCE64) --tag default64-ft20
-DEFAULT_MODEL_ID := fillcls-default-S1-ATFT-64px
+DEFAULT_MODEL_ID := fillcls-default-S1-ATFT-mix-64px
 models: setup photos segmenter-stages
-	$(PY) -m training pretrain --preset cpu --size 64 --eps 0.5 --out $(SOURCE64)
+	$(PY) -m training pretrain $(DEFAULT_SOURCE_ARGS)
 	$(PY) -m training train $(DEFAULT_MODEL_ARGS)
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id $(DEFAULT_MODEL_ID) --out models/default.pt
 	FILLCLS_PHOTOS=.gpu8/photos $(PY) -m training segtrain $(SEG_GPU9_RUN) --export models/segmenter.pt --half \
@@ -105,7 +111,7 @@ ST64_ARGS := --preset cpu --split S1 --strategy ST --size 64 --n-samples 4800 --
 	--eval-max 0 --tag default64
 model-card: setup photos segmenter-stages
 	$(PY) -m training pretrain --preset cpu --size 64 --eps 0.5 --out $(SOURCE64)
-	$(PY) -m training train $(DEFAULT_MODEL_ARGS)
+	$(PY) -m training train $(FRACTAL_MODEL_ARGS)
 	$(PY) -m training train $(ST64_ARGS)
 	$(PY) -m training train --preset cpu --split S1 --size 64 --n-samples 4800 --epochs 10 \
 		--samples-per-epoch 3200 --eval-max 0 --tag default64-ft --source-dir $(SOURCE64) \
@@ -113,8 +119,13 @@ model-card: setup photos segmenter-stages
 	$(PY) -m training compare runs/cpu-default64/S1/ST_et0/model.pt runs/cpu-default64-ft/S1/AT-FT_L1_es0.5_et0/model.pt \
 		runs/cpu-default64-ft20/S1/AT-FT_L1_es0.5_et0/model.pt \
 		--preset cpu --size 64 --n-samples 4800 --eval-max 0 --pbr 320 --json runs/compare_64.json
+	$(PY) -m training pretrain $(DEFAULT_SOURCE_ARGS)
+	$(PY) -m training train $(DEFAULT_MODEL_ARGS)
+	$(PY) -m training compare runs/cpu-default64/S1/ST_et0/model.pt runs/cpu-default64-ft20/S1/AT-FT_L1_es0.5_et0/model.pt \
+		runs/cpu-default64-ft20-mix/S1/AT-FT_L1_es0.5_et0/model.pt \
+		--preset cpu --size 64 --n-samples 4800 --eval-max 0 --pbr 320 --json runs/compare_64_mix.json
 	$(PY) -m training pretrain --preset cpu --size 64 --eps 0.05 --out $(SOURCE64)
-	$(PY) -m training train $(DEFAULT_MODEL_ARGS) --eps-source 0.05
+	$(PY) -m training train $(FRACTAL_MODEL_ARGS) --eps-source 0.05
 	$(PY) -m training compare runs/cpu-default64-ft20/S1/AT-FT_L1_es0.5_et0/model.pt \
 		runs/cpu-default64-ft20/S1/AT-FT_L1_es0.05_et0/model.pt \
 		--preset cpu --size 64 --n-samples 4800 --eval-max 0 --pbr 320 --json runs/compare_64_eps005.json
