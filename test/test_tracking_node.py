@@ -4,7 +4,6 @@ import signal
 import statistics
 
 import numpy as np
-import pytest
 from builtin_interfaces.msg import Time
 from fillcls_msgs.msg import FillingLevelArray
 from rclpy.qos import qos_profile_sensor_data
@@ -47,10 +46,14 @@ def test_track_ids_fused_levels_and_positions(ros):
         assert len(answered) >= 5, proc.output[-2000:]
         ids = {c.track_id for m in answered for c in m.containers}
         assert min(ids) >= 1 and len(ids) <= len(seq.objects) + 1  # one identity per container (+1 spurious)
-        errors = []
-        for sec, m in got.items():
+        errors, trailing = [], {}
+        for sec, m in sorted(got.items()):
             for c in m.containers:
-                assert c.fused_probabilities[c.fused_level] == pytest.approx(max(c.fused_probabilities))
+                # hysteresis: the fused level may trail the most probable one by more than the margin
+                # for fewer than confirm_updates (2) consecutive updates, then it must follow
+                gap = max(c.fused_probabilities) - c.fused_probabilities[c.fused_level]
+                trailing[c.track_id] = trailing.get(c.track_id, 0) + 1 if gap > 0.2 + 1e-6 else 0
+                assert trailing[c.track_id] < 2, (sec, c.track_id, list(c.fused_probabilities), c.fused_level)
                 if c.has_position:
                     assert c.position_method in ("opaque", "table", "rim")
                     errors.append(min(np.linalg.norm(np.subtract([c.center.x, c.center.y, c.center.z], o["centre"]))
