@@ -48,6 +48,15 @@ class CropSet(Dataset):
     def __getitem__(self, i: int):
         return to_float(self.images[i]), self.labels[i]
 
+    @classmethod
+    def of_classes(cls, images, labels, classes: Sequence[str]) -> "CropSet":
+        """A source dataset's set: ``images`` (N x 3 x S x S uint8, numpy or tensor) labelled by
+        indices into ``classes``; each image's ``containers`` entry is its class name."""
+        classes = tuple(classes)
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        images = images if isinstance(images, torch.Tensor) else torch.from_numpy(images)
+        return cls(images, labels, [classes[k] for k in labels.tolist()], [], classes)
+
     @property
     def input_size(self) -> int:
         return int(self.images.shape[-1])

@@ -83,8 +83,7 @@ def cutout_set(n_classes: int, per_class: int, size: int, *, seed: int = 0, spli
         rng = np.random.default_rng([seed, _SPLIT_CODES[split], k])
         for i in range(per_class):
             images[k * per_class + i] = compose(rgba, size, rng, root).transpose(2, 0, 1)
-    labels = np.repeat(np.arange(len(classes)), per_class)
-    return CropSet(torch.from_numpy(images), torch.from_numpy(labels), [names[k] for k in labels], [], names)
+    return CropSet.of_classes(images, np.repeat(np.arange(len(classes)), per_class), names)
 
 
 def _photo_settings(root) -> dict:
@@ -113,8 +112,7 @@ def concat(a: CropSet, b: CropSet) -> CropSet:
     names = tuple(a.classes) + tuple(b.classes)
     if len(set(names)) != len(names):
         raise ValueError("the two source datasets share class names")
-    return CropSet(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels + len(a.classes)]),
-                   list(a.containers) + list(b.containers), [], names)
+    return CropSet.of_classes(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels + len(a.classes)]), names)
 
 
 def mixed_splits(n_classes: int, per_class: int, test_per_class: int, size: int, *, seed: int = 0,

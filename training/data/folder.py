@@ -115,16 +115,12 @@ def load_files(paths: Sequence[str], labels: Sequence[int], classes: Sequence[st
         if log:
             log(f"{name}: {len(paths)} images, {len(classes)} classes at {size} px in "
                 f"{time.perf_counter() - t0:.1f} s")
-        return {"all": _cropset(images, torch.as_tensor(list(labels), dtype=torch.int64), classes)}
+        return {"all": CropSet.of_classes(images, list(labels), classes)}
 
     settings = {"size": size, "classes": list(classes),
                 "files": _file_list_digest(paths, labels) if cache_dir else None}
     return cached(cache_dir, f"folder_{name}", settings, build, ext=".pt", log=log)["all"]
 
-
-def _cropset(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> CropSet:
-    classes = tuple(classes)
-    return CropSet(images, labels, [classes[int(k)] for k in labels], [], classes)
 
 
 def load_image_folder(root: str | os.PathLike, size: int, *, classes: Sequence[str] | None = None,

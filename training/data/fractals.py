@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
-import torch
 
 from .base import CropSet
 from .cache import cached_train_test
@@ -242,9 +241,7 @@ def fractal_set(n_classes: int, per_class: int, size: int, *, seed: int = 0, spl
         images[k * per_class:(k + 1) * per_class] = render_class(
             ifs, per_class, size, rng, jitter=jitter, augment=augment, rotate=rotate, color=color,
             class_color=class_color, supersample=supersample)
-    labels = np.repeat(np.arange(n_classes), per_class)
-    return CropSet(torch.from_numpy(images), torch.from_numpy(labels),
-                   [names[k] for k in labels], [], tuple(names))
+    return CropSet.of_classes(images, np.repeat(np.arange(n_classes), per_class), names)
 
 
 def fractal_splits(n_classes: int, per_class: int, test_per_class: int, size: int, *, seed: int = 0,
@@ -260,8 +257,3 @@ def fractal_splits(n_classes: int, per_class: int, test_per_class: int, size: in
     return cached_train_test(cache_dir, "fractals", settings, lambda split: fractal_set(
         n_classes, per_class if split == "train" else test_per_class, size, seed=seed, split=split, **kwargs), log)
 
-
-def _cropset(images: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> CropSet:
-    labels = np.asarray(labels, dtype=np.int64)
-    return CropSet(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels),
-                   [names[k] for k in labels], [], tuple(names))
