@@ -31,12 +31,11 @@ bench: setup
 SOURCE64 := runs/sources/default64
 SOURCE64_MIX := runs/sources/default64-mix
 DEFAULT_SOURCE_ARGS := --preset cpu --size 64 --eps 0.5 --data fractals+cutouts --n-classes 12 --out $(SOURCE64_MIX)
-DEFAULT_MODEL_ARGS := --preset cpu --split S1 --strategy AT-FT --eps-source 0.5 --lr-transfer 0.05 --size 64 \
-	--n-samples 4800 --epochs 20 --samples-per-epoch 3200 --eval-max 0 --source-dir $(SOURCE64_MIX) \
-	--tag default64-ft20-mix
+ATFT64_ARGS := --preset cpu --split S1 --strategy AT-FT --eps-source 0.5 --lr-transfer 0.05 --size 64 \
+	--n-samples 4800 --epochs 20 --samples-per-epoch 3200 --eval-max 0
+DEFAULT_MODEL_ARGS := $(ATFT64_ARGS) --source-dir $(SOURCE64_MIX) --tag default64-ft20-mix
 # The default until 2026-11-27: the same from the fractal source alone.
-FRACTAL_MODEL_ARGS := --preset cpu --split S1 --strategy AT-FT --eps-source 0.5 --lr-transfer 0.05 --size 64 \
-	--n-samples 4800 --epochs 20 --samples-per-epoch 3200 --eval-max 0 --source-dir $(SOURCE64) --tag default64-ft20
+FRACTAL_MODEL_ARGS := $(ATFT64_ARGS) --source-dir $(SOURCE64) --tag default64-ft20
 DEFAULT_MODEL_ID := fillcls-default-S1-ATFT-mix-64px
 models: setup photos segmenter-stages
 	$(PY) -m training pretrain $(DEFAULT_SOURCE_ARGS)
