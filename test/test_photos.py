@@ -124,6 +124,29 @@ def test_render_frame_photo_backdrop(stand_in, monkeypatch):
     assert not ((plain[..., 0] > 150) & (plain[..., 1] < 90) & (plain[..., 2] > 150))[outside].mean() > 0.1
 
 
+def test_pbr_cache_follows_the_photo_set(stand_in, monkeypatch, tmp_path):
+    """Path-traced crops in front of photographs are cached per photo set: after the index changes
+    (another val photo) the next call renders anew instead of serving the old crops."""
+    pytest.importorskip("mitsuba")
+    from fillcls.world.pbr import make_cropset_pbr
+
+    monkeypatch.setenv("FILLCLS_PHOTOS", str(stand_in))
+    cache = tmp_path / "cache"
+    kw = dict(containers=["C3"], spp=1, backdrops="photos", split="val", cache_dir=cache)
+    first, _, _ = make_cropset_pbr(1, 32, seed=2, **kw)
+    again, _, _ = make_cropset_pbr(1, 32, seed=2, **kw)
+    assert bool((again == first).all()) and len(list(cache.glob("pbr_*.npz"))) == 1
+    index = json.loads((stand_in / "index.json").read_text())
+    green = np.zeros((50, 80, 3), np.uint8)
+    green[:] = (0, 220, 0)
+    for row in index["photos"]:
+        if row["kind"] == "background" and row["split"] == "val":
+            row["file"] = _write(stand_in, "backgrounds/v2.png", green)
+    (stand_in / "index.json").write_text(json.dumps(index))
+    changed, _, _ = make_cropset_pbr(1, 32, seed=2, **kw)
+    assert len(list(cache.glob("pbr_*.npz"))) == 2 and not bool((changed == first).all())
+
+
 def test_segtrain_with_photos(stand_in, monkeypatch, tmp_path):
     """segtrain's photo mix (with path-traced frames): trains, and reports false containers per
     held-out negative frame and recall on path-traced frames; without photos it stops with one

@@ -387,6 +387,11 @@ def _cache_file(cache_dir, stem: str, settings: dict) -> str:
     return os.path.join(os.fspath(cache_dir), f"{stem}_{key}.npz")
 
 
+def _photo_key(use_photos: bool) -> dict:
+    """The photo set's part of a cache key (none with procedural backdrops)."""
+    return {"photos": photos.fingerprint()} if use_photos else {}
+
+
 def make_cropset_pbr(n: int, size: int, seed: int = 0, containers: Sequence[str] | None = None, spp: int = 32,
                      backdrops: str = "auto", split: str = "train", cache_dir=None, start: int = 0):
     """Crops ``start .. start+n-1`` (sample ``i`` = ``render_crop_pbr((seed, i), size, ...)`` with
@@ -396,7 +401,7 @@ def make_cropset_pbr(n: int, size: int, seed: int = 0, containers: Sequence[str]
     use_photos = backdrops == "photos" or (backdrops == "auto" and photos.available())
     settings = {"n": int(n), "size": int(size), "seed": int(seed), "start": int(start), "containers": ids,
                 "spp": int(spp), "backdrops": "photos" if use_photos else "procedural", "split": split,
-                "version": PBR_VERSION}
+                "version": PBR_VERSION, **_photo_key(use_photos)}
     path = _cache_file(cache_dir, f"pbr_{n}x{size}_s{seed}", settings) if cache_dir else None
     if path and os.path.exists(path):
         with np.load(path, allow_pickle=False) as z:
@@ -435,7 +440,7 @@ def make_frameset_pbr(n: int, containers: Sequence[str] | None = None, seed: int
         settings = {"kind": "frames", "n": chunk, "start": start, "seed": int(seed), "containers": ids,
                     "spp": int(spp), "split": split, "n_containers": list(n_containers), "width": int(width),
                     "height": int(height), "backdrops": "photos" if use_photos else "procedural",
-                    "version": PBR_VERSION, **({"hands": float(hands)} if hands else {})}
+                    "version": PBR_VERSION, **({"hands": float(hands)} if hands else {}), **_photo_key(use_photos)}
         path = _cache_file(cache_dir, f"pbr_frames_{start}_s{seed}", settings) if cache_dir else None
         if path and os.path.exists(path):
             with np.load(path, allow_pickle=False) as z:

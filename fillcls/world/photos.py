@@ -16,6 +16,7 @@ its containers' masks, :func:`no_container_frame` is a negative frame for the se
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -93,6 +94,23 @@ def load_index(root: str | os.PathLike | None = None) -> tuple[Photo, ...]:
         raise PhotosMissingError(f"no photo index {index}: run `make photos` (scripts/fetch_photos.sh) "
                                  "to fetch the photographs from the Debian packages")
     return _load(str(index), index.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(index_path: str, mtime_ns: int, size: int) -> str:
+    with open(index_path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()[:16]
+
+
+def fingerprint(root: str | os.PathLike | None = None) -> str:
+    """A short hash of ``index.json`` (every file, split and package version): part of the key of
+    each cache of images made from the photographs, so that a changed photo set is not served stale
+    renders. :class:`PhotosMissingError` if there is no index."""
+    index = photos_root(root) / "index.json"
+    if not index.is_file():
+        load_index(root)  # raises PhotosMissingError naming `make photos`
+    st = index.stat()
+    return _digest(str(index), st.st_mtime_ns, st.st_size)
 
 
 def photos(kind: str, split: str, root: str | os.PathLike | None = None) -> tuple[Photo, ...]:

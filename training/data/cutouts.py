@@ -86,22 +86,13 @@ def cutout_set(n_classes: int, per_class: int, size: int, *, seed: int = 0, spli
     return CropSet.of_classes(images, np.repeat(np.arange(len(classes)), per_class), names)
 
 
-def _photo_settings(root) -> dict:
-    """What of the photo folder decides the images: the index file's size and time."""
-    index = ph.photos_root(root) / "index.json"
-    if not index.is_file():
-        ph.load_index(root)  # raises PhotosMissingError naming `make photos`
-    st = index.stat()
-    return {"index_size": st.st_size, "index_mtime": int(st.st_mtime)}
-
-
 def cutout_splits(n_classes: int, per_class: int, test_per_class: int, size: int, *, seed: int = 0,
                   cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
                   root=None) -> tuple[CropSet, CropSet]:
     """Train and held-out test sets of the cut-out classes (independent draws), cached under
     ``cache_dir`` as ``cutouts_<hash>.npz`` when given."""
     settings = dict(version=VERSION, n_classes=n_classes, per_class=per_class, test_per_class=test_per_class,
-                    size=size, seed=seed, **_photo_settings(root))
+                    size=size, seed=seed, photos=ph.fingerprint(root))
 
     return cached_train_test(cache_dir, "cutouts", settings, lambda split: cutout_set(
         n_classes, per_class if split == "train" else test_per_class, size, seed=seed, split=split, root=root), log)
