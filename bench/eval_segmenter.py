@@ -48,11 +48,12 @@ def frame_sets(args, test_ids, backgrounds: list[str]):
 
     sets = {}
     if args.procedural:
-        rows = [render_frame(np.random.default_rng([args.seed, i]), 640, 480, test_ids, 1 + i % 3)
+        hands = {} if args.hands is None else {"hand_prob": args.hands}
+        rows = [render_frame(np.random.default_rng([args.seed, i]), 640, 480, test_ids, 1 + i % 3, **hands)
                 for i in range(args.procedural)]
         sets["procedural"] = ([r[0] for r in rows], [[a["box"] for a in r[1]] for r in rows])
         rows = [render_frame(np.random.default_rng([args.seed + 1, i]), 640, 480, test_ids, 1 + i % 3,
-                             photo_split="val") for i in range(args.procedural)]
+                             photo_split="val", **hands) for i in range(args.procedural)]
         sets["procedural+photo"] = ([r[0] for r in rows], [[a["box"] for a in r[1]] for r in rows])
     for name, n, seed, hands in (("pbr", args.pbr, 11, 0.0), ("pbr+hands", args.pbr_hands, 12, 1.0)):
         if n:
@@ -97,6 +98,11 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=os.path.join(REPO, "models", "segmenter.onnx"))
     ap.add_argument("--backend", default="auto", help="torch, onnxruntime or auto (by the file)")
     ap.add_argument("--split", default="S1")
+    ap.add_argument("--containers", choices=("test", "train"), default="test",
+                    help="the split's test containers (unseen shapes; the benchmark) or its training ones "
+                         "(for tuning post-processing without touching the test set)")
+    ap.add_argument("--hands", type=float, default=None,
+                    help="procedural sets: probability of a hand holding each container (default: the renderer's)")
     ap.add_argument("--procedural", type=int, default=100, help="frames of each procedural set (0: skip)")
     ap.add_argument("--pbr", type=int, default=40, help="path-traced frames (0: skip)")
     ap.add_argument("--pbr-hands", type=int, default=0, help="path-traced frames with every container held by "
@@ -118,7 +124,7 @@ def main(argv=None) -> int:
     if not available():
         print("error: no photographs: run `make photos` first", file=sys.stderr)
         return 2
-    test_ids = list(split_containers(args.split)[1])
+    test_ids = list(split_containers(args.split)[1 if args.containers == "test" else 0])
     backgrounds: list[str] = []  # filled by frame_sets
     try:
         sets = frame_sets(args, test_ids, backgrounds)
@@ -127,7 +133,7 @@ def main(argv=None) -> int:
         return 2
     seg = segmentation.make_segmenter("learned", model=args.model, inference_backend=args.backend, threads=0,
                                       mask_threshold=args.mask_threshold)
-    print(f"# segmenter {args.model} (mask threshold {args.mask_threshold:g}) on {args.split}'s test containers {', '.join(test_ids)}; CPU: {cpu_model()}")
+    print(f"# segmenter {args.model} (mask threshold {args.mask_threshold:g}) on {args.split}'s {args.containers} containers {', '.join(test_ids)}; CPU: {cpu_model()}")
     raw, ms = {}, []
     for name, (frames, _) in sets.items():
         dets = []

@@ -24,14 +24,16 @@ from .segnet_spec import (DEFAULT_INPUT_HW, LRASPP_ARCH, SEGNET_ARCH, SEGNET_ARC
 
 
 def instances(prob: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5,
-              min_area: float = 0.002, merge_overlap: float = 0.5):
+              min_area: float = 0.002, merge_overlap: float = 0.5, merge_axis: float = 0.25):
     """Containers in a foreground probability map: a list of ``(box, score, mask)``.
 
     ``prob`` (h x w, any resolution) is thresholded; connected components covering at least
     ``min_area`` of the map are containers; components whose horizontal extents overlap by
-    ``merge_overlap`` of the narrower one are one container cut by an occluder (a hand) and are
-    merged. ``box`` is in frame pixels (x0, y0, x1, y1, exclusive), ``mask`` a frame-sized bool
-    array, ``score`` the mean probability inside the mask. Left-to-right order.
+    ``merge_overlap`` of the narrower one and whose centres lie on one vertical axis (within
+    ``merge_axis`` of the wider one's width) are one container cut by an occluder (a hand) or
+    by a faint part (a glass's stem) and are merged; off-axis ones are two containers, one
+    above the other. ``box`` is in frame pixels (x0, y0, x1, y1, exclusive), ``mask`` a
+    frame-sized bool array, ``score`` the mean probability inside the mask. Left-to-right order.
     """
     H, W = frame_hw
     h, w = prob.shape
@@ -45,7 +47,8 @@ def instances(prob: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.
             gx0 = min(stats[j, 0] for j in g)
             gx1 = max(stats[j, 0] + stats[j, 2] for j in g)
             overlap = min(x1, gx1) - max(x0, gx0)
-            if overlap >= merge_overlap * min(x1 - x0, gx1 - gx0):
+            on_axis = abs((x0 + x1) - (gx0 + gx1)) / 2 <= merge_axis * max(x1 - x0, gx1 - gx0)
+            if on_axis and overlap >= merge_overlap * min(x1 - x0, gx1 - gx0):
                 g.append(i)
                 break
         else:

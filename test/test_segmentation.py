@@ -46,6 +46,19 @@ def test_instances_merges_a_container_cut_by_a_hand_and_orders_left_to_right():
     assert instances(prob, (480, 640), threshold=0.95) == []
 
 
+def test_instances_keeps_two_containers_one_above_the_other_apart():
+    """Pieces on one vertical axis are one container (a glass whose faint stem was missed); a
+    container standing higher in the image and off that axis is another one, even where their
+    horizontal extents overlap."""
+    prob = np.zeros((60, 80), np.float32)
+    prob[5:20, 20:40] = 0.9    # bowl of a glass
+    prob[26:29, 22:38] = 0.9   # its foot, on the bowl's axis (stem missed)
+    prob[35:55, 30:54] = 0.8   # another container, lower in the image, centre 12 px to the right
+    boxes = [b for b, _, _ in instances(prob, (60, 80))]
+    assert boxes == [(20, 5, 40, 29), (30, 35, 54, 55)]
+    assert len(instances(prob, (60, 80), merge_axis=1.0)) == 1  # the axis test off: all one
+
+
 def test_learned_backend_trains_saves_and_loads(tmp_path):
     cfg = PRESETS["tiny"]
     result = train(cfg, tmp_path / "run", log=lambda *_: None)
