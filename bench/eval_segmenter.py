@@ -48,12 +48,12 @@ def frame_sets(args, test_ids, backgrounds: list[str]):
 
     sets = {}
     if args.procedural:
-        hands = {} if args.hands is None else {"hand_prob": args.hands}
-        rows = [render_frame(np.random.default_rng([args.seed, i]), 640, 480, test_ids, 1 + i % 3, **hands)
+        hand_kw = {} if args.hands is None else {"hand_prob": args.hands}
+        rows = [render_frame(np.random.default_rng([args.seed, i]), 640, 480, test_ids, 1 + i % 3, **hand_kw)
                 for i in range(args.procedural)]
         sets["procedural"] = ([r[0] for r in rows], [[a["box"] for a in r[1]] for r in rows])
         rows = [render_frame(np.random.default_rng([args.seed + 1, i]), 640, 480, test_ids, 1 + i % 3,
-                             photo_split="val", **hands) for i in range(args.procedural)]
+                             photo_split="val", **hand_kw) for i in range(args.procedural)]
         sets["procedural+photo"] = ([r[0] for r in rows], [[a["box"] for a in r[1]] for r in rows])
     for name, n, seed, hands in (("pbr", args.pbr, 11, 0.0), ("pbr+hands", args.pbr_hands, 12, 1.0)):
         if n:
