@@ -122,7 +122,6 @@ def load_files(paths: Sequence[str], labels: Sequence[int], classes: Sequence[st
     return cached(cache_dir, f"folder_{name}", settings, build, ext=".pt", log=log)["all"]
 
 
-
 def load_image_folder(root: str | os.PathLike, size: int, *, classes: Sequence[str] | None = None,
                       max_per_class: int = 0, seed: int = 0, cache_dir: str | os.PathLike | None = None,
                       log: Callable[[str], None] | None = None) -> CropSet:

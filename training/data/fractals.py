@@ -256,4 +256,3 @@ def fractal_splits(n_classes: int, per_class: int, test_per_class: int, size: in
 
     return cached_train_test(cache_dir, "fractals", settings, lambda split: fractal_set(
         n_classes, per_class if split == "train" else test_per_class, size, seed=seed, split=split, **kwargs), log)
-
