@@ -254,3 +254,42 @@ def test_cuda_graphs_match_eager(tiny_model, precision):
         np.testing.assert_allclose(graphs(x), eager(x), atol=2e-3)
     assert not graphs.graphs.failed and not graphs.warnings
     assert sorted(key[0] for key in graphs.graphs.graphs) == [1, 2, 4, 8]  # 40 > MAX_BATCH: eager
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available")
+def test_gpu_provider_choice_and_fp16_copy_without_a_gpu(onnx_pair, monkeypatch):
+    """What a GPU build of onnxruntime would be given (TensorRT first with fp16 when asked, then CUDA
+    on the requested device), the CPU fallback with its warning, and the fp16 copy the CUDA provider
+    runs: fp16 convolutions, fp32 input and output, the fp32 model's answers (ORT's CPU provider runs
+    it here, casting where it lacks fp16 kernels)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, shape_inference
+
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: gpu)
+    warnings = []
+    assert backends._providers("cuda:1", True, warnings) == [
+        ("TensorrtExecutionProvider", {"device_id": 1, "trt_fp16_enable": True}),
+        ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: gpu[1:])
+    assert backends._providers("cuda", False, warnings) == [("CUDAExecutionProvider", {"device_id": 0}),
+                                                             "CPUExecutionProvider"]
+    assert backends._providers("cpu", False, warnings) == ["CPUExecutionProvider"] and not warnings
+    monkeypatch.setattr(ort, "get_available_providers", lambda: gpu[2:])
+    assert backends._providers("cuda", True, warnings) == ["CPUExecutionProvider"]
+    assert len(warnings) == 1 and "no CUDA provider" in warnings[0]
+
+    _, onnx_path = onnx_pair
+    copy = shape_inference.infer_shapes(onnx.load_from_string(backends._fp16_copy(onnx_path)))
+    g = copy.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+    types.update({t.name: t.data_type for t in g.initializer})
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    assert len(convs) == 20 and all(types[n.input[0]] == types[n.input[1]] == TensorProto.FLOAT16 for n in convs)
+    assert [types[v.name] for v in [*g.input, *g.output]] == [TensorProto.FLOAT, TensorProto.FLOAT]
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: gpu[1:])  # a CUDA build without TensorRT
+    runner = backends.OrtRunner(onnx_path, device="cuda", precision="fp16")
+    assert runner.precision == "fp16" and not runner.warnings
+    x = np.random.default_rng(6).random((4, 3, 32, 32), dtype=np.float32)
+    np.testing.assert_allclose(runner(x), backends.OrtRunner(onnx_path)(x), atol=2e-2)
