@@ -12,7 +12,7 @@ demo: setup
 	$(PY) -m fillcls_ros.demo $(DEMO_ARGS)
 
 test: setup
-	$(PY) -m pytest -q test $(PYTEST_ARGS)
+	$(PY) -m pytest -q test --durations=12 $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/bench_node.py
