@@ -128,6 +128,31 @@ def test_int8_runs_and_mostly_agrees(onnx_pair, tmp_path):
         backends.OrtRunner(onnx_path, precision="int8")
 
 
+def test_int8_calibration_in_passes_bounded_by_memory(onnx_pair, tmp_path, monkeypatch):
+    """Large inputs are calibrated a few batches at a time (onnxruntime keeps every activation of a
+    pass in memory: 1024 crops at 224 px did not fit in 24 GiB); the histograms of the passes are
+    merged into one int8 model that agrees with the one-pass model."""
+    assert backends._calibration_stride(64, 16, 64) == 64  # the shipped 64 px model: one pass
+    assert backends._calibration_stride(64, 16, 224) == 4  # 224 px: 16 passes of 64 crops
+    assert backends._calibration_stride(5, 16, 224) == 5 and backends._calibration_stride(63, 16, 224) == 3
+    _, onnx_path = onnx_pair
+    rng = np.random.default_rng(7)
+    calib = rng.random((64, 3, 32, 32), dtype=np.float32)
+    one = backends.quantize_int8(onnx_path, str(tmp_path / "one.int8.onnx"), calib)
+    passes = []
+    monkeypatch.setattr(backends, "CALIBRATION_PIXELS", 2 * 16 * 32 * 32)  # two batches of 16 per pass
+    from onnxruntime.quantization import calibrate
+
+    collect = calibrate.HistogramCalibrater.collect_data
+    monkeypatch.setattr(calibrate.HistogramCalibrater, "collect_data",
+                        lambda self, reader: passes.append(1) or collect(self, reader))
+    strided = backends.quantize_int8(onnx_path, str(tmp_path / "strided.int8.onnx"), calib)
+    assert len(passes) == 2
+    x = rng.random((64, 3, 32, 32), dtype=np.float32)
+    a, b = backends.OrtRunner(one, precision="int8")(x), backends.OrtRunner(strided, precision="int8")(x)
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9 and np.abs(a - b).max() < 0.1
+
+
 def test_int8_recheck_recomputes_near_ties_in_fp32(onnx_pair, tmp_path):
     _, onnx_path = onnx_pair
     rng = np.random.default_rng(3)
