@@ -4,7 +4,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds_shm.xml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench models model-card segmenter-stages source-study clean photos
+.PHONY: setup demo test bench models model-card segmenter-stages source-study clean photos bench224-model
 setup:
 	bash scripts/setup_env.sh
 
@@ -46,6 +46,19 @@ models: setup photos segmenter-stages
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id $(DEFAULT_MODEL_ID) --format onnx \
 		--int8 --out models/default.onnx
 	$(PY) -m training.onnx_export models/segmenter.pt models/segmenter.onnx
+
+# A trained 224 px classifier for the backends and node benchmarks at the paper's input size
+# (`bench/bench_backends.py --model runs/bench224/bench224.pt`, `bench/bench_node.py --model
+# runs/bench224/bench224.onnx --size 224`): the default's recipe from its source (pretrained here if
+# `make models` has not), 4 epochs of 1 600 crops at 224 px; about 20 min on 2 CPU cores.
+BENCH224_ARGS := --preset cpu --split S1 --strategy AT-FT --eps-source 0.5 --lr-transfer 0.05 --size 224 \
+	--n-samples 4800 --epochs 4 --samples-per-epoch 1600 --source-dir $(SOURCE64_MIX) --tag bench224
+bench224-model: setup photos
+	$(PY) -m training pretrain $(DEFAULT_SOURCE_ARGS)
+	$(PY) -m training train $(BENCH224_ARGS)
+	$(PY) -m training export $(BENCH224_ARGS) --half --model-id bench-224-S1-ATFT --out runs/bench224/bench224.pt
+	$(PY) -m training export $(BENCH224_ARGS) --half --model-id bench-224-S1-ATFT --format onnx --int8 \
+		--out runs/bench224/bench224.onnx
 
 # The measurements of docs/model_card.md (about 10.5 h on 2 CPU cores; needs `make photos`): the
 # default AT->FT (its in-house robust source at 64 px: fractals, L2-PGD eps 0.5), ST at the same

@@ -2,12 +2,13 @@
 """Backends benchmark: torch vs onnxruntime, fp32 / bf16 / int8 (/ fp16 on a GPU), in one run.
 
 For each backend and precision: bare forward (batch 1) of a random ResNet-18 at 224 px and of the
-shipped 64 px model, the limit set by the machine's fp32 matmul peak (1.82 GFLOP / measured
-sgemm GFLOP/s), accuracy on S1's test crops (``make_cropset(4800, 64, seed 0)`` split S1, the
-README's 1 198 crops) and top-1 agreement with torch fp32, time from process start to the first
+shipped 64 px model (or ``--model``, a trained checkpoint of any input size), the limit set by the
+machine's fp32 matmul peak (1.82 GFLOP / measured sgemm GFLOP/s), accuracy on S1's test crops at
+that model's size (``make_cropset(4800, size, seed 0)`` split S1, the README's 1 198 crops) and
+top-1 agreement with torch fp32, time from process start to the first
 answer on a frame and the RSS of that process (a fresh subprocess per configuration).
 
-    .venv/bin/python bench/bench_backends.py [--threads 2] [--repeats 30] [--skip-accuracy]
+    .venv/bin/python bench/bench_backends.py [--threads 2] [--repeats 30] [--skip-accuracy] [--model PT]
     .venv/bin/python bench/bench_backends.py --int8-variants   # the int8 calibration study only
 
 ``--int8-variants`` quantises the shipped model in each of the ways tried for the int8 default
@@ -33,9 +34,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 RESNET18_GFLOP = 1.82  # multiply-adds x 2 of one 224 px forward
-#: (backend, precision, int8_recheck): int8 pure and with near-ties recomputed in fp32 (the default)
+#: (backend, precision, int8_recheck): int8 pure, with near-ties recomputed in fp32 at the default
+#: margin, and what ``precision: auto`` (the node's default) makes of it (None: INT8_RECHECK_MARGIN)
 CONFIGS = (("torch", "fp32", 0.0), ("torch", "bf16", 0.0), ("onnxruntime", "fp32", 0.0), ("onnxruntime", "int8", 0.0),
-           ("onnxruntime", "int8", None), ("onnxruntime", "fp16", 0.0))
+           ("onnxruntime", "int8", None), ("onnxruntime", "auto", None), ("onnxruntime", "fp16", 0.0))
 
 
 def cpu_model() -> str:
@@ -69,8 +71,21 @@ def median_ms(runner, x, repeats: int) -> float:
     return 1e3 * statistics.median(_timed(lambda: runner(x)) for _ in range(repeats))
 
 
-def make_models(tmp: str, threads: int) -> dict:
-    """{name: (pt, onnx)}: a random ResNet-18 at 224 px and the shipped 64 px model, each exported
+RANDOM = "random ResNet-18 224 px"
+
+
+def input_size(pt: str) -> int:
+    from fillcls import core
+
+    return core.read_checkpoint(pt)[0].input_size
+
+
+def trained_name(pt: str) -> str:
+    return f"trained {os.path.basename(pt)} {input_size(pt)} px"
+
+
+def make_models(tmp: str, trained: str) -> dict:
+    """{name: (pt, onnx)}: a random ResNet-18 at 224 px and the ``trained`` checkpoint, each exported
     to ONNX with an int8 copy (calibrated on S1 training crops)."""
     import torch
 
@@ -81,11 +96,11 @@ def make_models(tmp: str, threads: int) -> dict:
     rnd = os.path.join(tmp, "random224.pt")
     core.save_checkpoint(rnd, core.build_model("resnet18").state_dict(),
                          core.CheckpointHeader(input_size=224, model_id="bench-random"))
-    models = {"random ResNet-18 224 px": rnd, "shipped default 64 px": os.path.join(REPO, "models", "default.pt")}
+    models = {RANDOM: rnd, trained_name(trained): trained}
     out = {}
     for name, pt in models.items():
         onnx_path = os.path.join(tmp, os.path.basename(pt)[:-3] + ".onnx")
-        # the shipped model as `export --int8` writes it; the random one is timed only
+        # the trained model as `export --int8` writes it; the random one is timed only
         export_onnx(pt, onnx_path, int8=True, **({"calibration_crops": 64} if pt == rnd else {}))
         out[name] = (pt, onnx_path)
     return out
@@ -100,14 +115,15 @@ def load_runner(pt: str, onnx_path: str, backend: str, precision: str, threads: 
     return runner, header
 
 
-def s1_test_crops():
-    """(N x 3 x 64 x 64 float32 in [0, 1], labels) of S1's test containers (the README's figure)."""
+def s1_test_crops(size: int = 64):
+    """(N x 3 x size x size float32 in [0, 1], labels) of S1's test containers (the README's figure;
+    cached in runs/cache)."""
     import numpy as np
 
     from training.data.ccm import split_cropset
     from training.data.procedural import make_cropset
 
-    _, test = split_cropset(make_cropset(4800, 64, seed=0), "S1")
+    _, test = split_cropset(make_cropset(4800, size, seed=0, cache_dir=os.path.join(REPO, "runs", "cache")), "S1")
     return test.images.numpy().astype(np.float32) / np.float32(255.0), test.labels.numpy()
 
 
@@ -211,6 +227,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--model", default=os.path.join(REPO, "models", "default.pt"),
+                    help="trained checkpoint measured beside the random 224 px one (default: the shipped model)")
     ap.add_argument("--int8-variants", action="store_true", help="only the int8 calibration study")
     args = ap.parse_args(argv)
     import numpy as np
@@ -232,15 +250,17 @@ def main(argv=None) -> int:
     print(f"fp32 sgemm peak ({args.threads} threads): {gflops:.0f} GFLOP/s -> ResNet-18 224 px limit "
           f"{limit_ms:.1f} ms (target: forward <= 2.5 x = {2.5 * limit_ms:.1f} ms)")
     tmp = tempfile.mkdtemp(prefix="bench_backends_")
-    models = make_models(tmp, args.threads)
-    crops, labels = (None, None) if args.skip_accuracy else s1_test_crops()
+    models = make_models(tmp, args.model)
+    trained = trained_name(args.model)
+    crops, labels = (None, None) if args.skip_accuracy else s1_test_crops(input_size(args.model))
     gpu = "CUDAExecutionProvider" in ort.get_available_providers()
     rows, ref_pred = [], None
     for backend, precision, recheck in CONFIGS:
         if precision == "fp16" and not gpu:
             continue
         recheck = backends.INT8_RECHECK_MARGIN if recheck is None else recheck
-        row = {"config": f"{backend} {precision}" + (f" + fp32 re-check < {recheck:g}" if recheck else "")}
+        row = {"config": f"{backend} {precision}" + (" (the default)" if precision == "auto" else
+                                                      f" + fp32 re-check < {recheck:g}" if recheck else "")}
         for name, (pt, onnx_path) in models.items():
             row[name] = ""  # the table's column order
             try:
@@ -252,21 +272,22 @@ def main(argv=None) -> int:
             if not recheck:
                 ms = median_ms(runner, x, args.repeats)
                 row[name] = f"{ms:.1f} ms" + (f" ({runner.precision}!)" if runner.precision != precision else "")
-            if name.startswith("shipped") and crops is not None:
+            if name == trained and crops is not None:
                 pred = np.concatenate([runner(crops[i:i + 64]).argmax(1) for i in range(0, len(crops), 64)])
                 ref_pred = pred if ref_pred is None else ref_pred
                 row["accuracy"] = f"{100 * (pred == labels).mean():.2f} % of {len(labels)}"
                 row["agree"] = f"{100 * (pred == ref_pred).mean():.2f} %"
-                if recheck:
-                    row["agree"] += f" ({100 * runner.rechecked / runner.answered:.1f} % re-run in fp32)"
-            if recheck and not name.startswith("shipped"):
+                if getattr(runner, "recheck", None) is not None:
+                    row["agree"] += (f" ({100 * runner.rechecked / runner.answered:.1f} % re-run in fp32"
+                                     f"{f' at < {runner.recheck_margin:.3g}' if precision == 'auto' else ''})")
+            if recheck and name == RANDOM:
                 row[name] = "n/a (random weights: their near-ties say nothing about a trained model's)"
             elif recheck and crops is not None:  # per crop, batch 1: int8 plus the fp32 re-runs it makes
                 t0 = time.perf_counter()
                 for i in range(len(crops)):
                     runner(crops[i:i + 1])
                 row[name] = f"{1e3 * (time.perf_counter() - t0) / len(crops):.1f} ms (mean over S1 test crops)"
-        start = start_to_first_answer(models["shipped default 64 px"][1 if backend == "onnxruntime" else 0],
+        start = start_to_first_answer(models[trained][1 if backend == "onnxruntime" else 0],
                                       backend, precision, args.threads, recheck)
         row["start->answer"] = (f"{start['first_answer_s']:.2f} s, RSS {start['rss_mib']:.0f} MiB, "
                                 f"torch imported: {start['torch_imported']}") if "error" not in start else start["error"]

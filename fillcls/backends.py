@@ -407,47 +407,68 @@ def _fp16_copy(path: str) -> bytes:
     return convert_float_to_float16(onnx.load(path), keep_io_types=True).SerializeToString()
 
 
-#: ``precision: auto`` keeps fp32 when more than this share of the int8 copy's calibration answers
-#: would be re-checked: int8 + an fp32 re-run then costs about as much as fp32 alone (int8 is
-#: 0.45-0.7 x fp32 on the CPUs measured, bench/bench_backends.py).
-AUTO_MAX_RECHECK = 0.25
+#: ``precision: auto`` re-checks at most this share of the int8 copy's calibration answers in fp32:
+#: when ``int8_recheck`` would re-run more, it narrows the margin to the top-2 gap of this share.
+#: The re-runs then cost about a tenth of an fp32 forward (deployment crops are closer to a tie
+#: than the training crops of the calibration: 1.6-2.6 x this share, bench/bench_backends.py).
+AUTO_RECHECK_SHARE = 0.05
+
+
+def _gap_percentiles(int8_path: str) -> list[float] | None:
+    """The 0th, 5th, ..., 100th percentile of the int8 copy's top-2 gaps on its calibration crops
+    (its metadata); None if not recorded."""
+    raw = _onnx_metadata(int8_path).get(META_NEAR_TIES)
+    if not raw:
+        return None
+    try:
+        gaps = [float(g) for g in json.loads(raw)["gap_percentiles"]]
+        if len(gaps) < 2:
+            raise ValueError("fewer than two percentiles")
+        return gaps
+    except Exception as exc:
+        raise CheckpointError(f"{int8_path}: bad {META_NEAR_TIES} metadata ({exc})") from exc
 
 
 def near_tie_rate(int8_path: str, margin: float) -> float | None:
     """Share of the int8 model's calibration crops whose top two probabilities lie within
     ``margin`` (what the fp32 re-check would re-run), from its metadata; None if not recorded."""
-    raw = _onnx_metadata(int8_path).get(META_NEAR_TIES)
-    if not raw:
-        return None
-    try:
-        gaps = json.loads(raw)["gap_percentiles"]  # the 0th, 5th, ..., 100th percentile
-        return float(np.interp(margin, gaps, np.linspace(0.0, 1.0, len(gaps)), left=0.0, right=1.0))
-    except Exception as exc:
-        raise CheckpointError(f"{int8_path}: bad {META_NEAR_TIES} metadata ({exc})") from exc
+    gaps = _gap_percentiles(int8_path)
+    return None if gaps is None else float(np.interp(margin, gaps, np.linspace(0.0, 1.0, len(gaps)),
+                                                      left=0.0, right=1.0))
+
+
+def near_tie_margin(int8_path: str, share: float) -> float | None:
+    """The margin within which ``share`` of the int8 model's calibration answers lie (inverse of
+    :func:`near_tie_rate`); None if not recorded."""
+    gaps = _gap_percentiles(int8_path)
+    return None if gaps is None else float(np.interp(share, np.linspace(0.0, 1.0, len(gaps)), gaps))
 
 
 def resolve_precision(precision: str, backend: str, path: str, device: str = "cpu",
-                      int8_recheck: float = INT8_RECHECK_MARGIN) -> tuple[str, str]:
-    """``(precision, why)``: ``auto`` is int8 (near-ties re-checked in fp32) for onnxruntime on the
-    CPU when the model is int8 or has its int8 copy beside it (``make models`` and setup write
-    it), unless the copy records that more than :data:`AUTO_MAX_RECHECK` of its calibration answers
-    would be re-checked at ``int8_recheck``; else fp32. Any other precision is itself (``why``
-    empty)."""
+                      int8_recheck: float = INT8_RECHECK_MARGIN) -> tuple[str, str, float]:
+    """``(precision, why, recheck margin)``: ``auto`` is int8 for onnxruntime on the CPU when the
+    model is int8 or has its int8 copy beside it (``make models`` and setup write it), its answers
+    within ``int8_recheck`` of a tie re-checked in fp32 — within a narrower margin when the copy
+    records that more than :data:`AUTO_RECHECK_SHARE` of its calibration answers lie within
+    ``int8_recheck``; else fp32. Any other precision is itself (``why`` empty, margin
+    ``int8_recheck``)."""
     if precision != "auto":
-        return precision, ""
+        return precision, "", int8_recheck
     if backend == "onnxruntime" and parse_device(device)[0] == "cpu" and model_format(path) == "onnx":
         q = int8_sibling(path)
         if os.path.isfile(q):
             rate = near_tie_rate(q, int8_recheck) if int8_recheck > 0 else None
-            if rate is not None and rate > AUTO_MAX_RECHECK:
-                return "fp32", (f"precision auto -> fp32: {q} answers {rate:.0%} of its calibration crops within "
-                                f"{int8_recheck:g} of a tie, which int8_recheck would re-run in fp32 "
-                                f"(more than {AUTO_MAX_RECHECK:.0%}: no faster than fp32)")
-            return "int8", f"precision auto -> int8: {q} found beside the model (answers near a tie re-checked in fp32)"
+            if rate is not None and rate > AUTO_RECHECK_SHARE:
+                margin = near_tie_margin(q, AUTO_RECHECK_SHARE)
+                return "int8", (f"precision auto -> int8: {q} found beside the model; int8_recheck {int8_recheck:g} "
+                                f"would re-run {100 * rate:.0f} % of its calibration answers in fp32, so only those within "
+                                f"{margin:.3g} of a tie are re-checked (the closest {100 * AUTO_RECHECK_SHARE:g} %)"), margin
+            return "int8", (f"precision auto -> int8: {q} found beside the model (answers near a tie "
+                             "re-checked in fp32)"), int8_recheck
         if os.path.isfile(path) and read_onnx_header(path)[1] == "int8":
-            return "int8", f"precision auto -> int8: {path} is quantised"
-        return "fp32", f"precision auto -> fp32: no int8 copy {q} (`make models` writes it)"
-    return "fp32", f"precision auto -> fp32 ({backend} on {device})"
+            return "int8", f"precision auto -> int8: {path} is quantised", int8_recheck
+        return "fp32", f"precision auto -> fp32: no int8 copy {q} (`make models` writes it)", int8_recheck
+    return "fp32", f"precision auto -> fp32 ({backend} on {device})", int8_recheck
 
 
 def load_classifier_runner(path: str, backend: str = "auto", device: str = "cpu", precision: str = "fp32",
@@ -459,7 +480,7 @@ def load_classifier_runner(path: str, backend: str = "auto", device: str = "cpu"
     the backend); ValueError for an unknown backend / precision / device."""
     check_precision(precision)
     backend = resolve_backend(backend, path)
-    precision, why = resolve_precision(precision, backend, path, device, int8_recheck)
+    precision, why, int8_recheck = resolve_precision(precision, backend, path, device, int8_recheck)
     if backend == "onnxruntime":
         runner = OrtRunner(path, device, precision, threads, recheck_margin=int8_recheck)
         runner.precision_choice = why

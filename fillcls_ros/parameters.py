@@ -115,8 +115,9 @@ NODE_PARAMETERS: tuple[Param, ...] = (
           "an empty model_path: onnxruntime on the CPU, torch on a CUDA GPU when onnxruntime has no CUDA "
           "provider)", "rebuild", choices=("auto", "onnxruntime", "torch")),
     Param("precision", "auto", "Arithmetic: auto (int8 with onnxruntime on the CPU when the model's int8 copy "
-          "<model>.int8.onnx is beside it, written by setup / `make models`, unless it records that more than "
-          "25 % of its answers would be re-checked; else fp32); fp32; fp16 (CUDA); bf16 (torch on a CPU with "
+          "<model>.int8.onnx is beside it, written by setup / `make models`, near-ties re-checked in fp32 "
+          "within int8_recheck, narrowed to the closest 5 % of its calibration answers when more lie within it; "
+          "else fp32); fp32; fp16 (CUDA); bf16 (torch on a CPU with "
           "AMX / AVX512-BF16, else fp32 with a warning); int8 (onnxruntime, the quantised <model>.int8.onnx "
           "beside the model)",
           "rebuild", choices=("auto", "fp32", "fp16", "bf16", "int8")),

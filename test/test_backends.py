@@ -177,14 +177,19 @@ def test_int8_recheck_recomputes_near_ties_in_fp32(onnx_pair, tmp_path):
     assert small.rechecked == redo.sum() and small.answered == 64
     alone = backends.OrtRunner(backends.int8_sibling(fp32), precision="int8", recheck_margin=0.1)
     assert alone.recheck is None and "not re-checked" in alone.warnings[0]
-    # the random model answers near-ties: the int8 copy records it and auto keeps fp32 (re-checks would cost more)
+    # the random model answers near-ties: the int8 copy records it, and auto narrows the re-check to
+    # the closest AUTO_RECHECK_SHARE of its calibration answers
     q = backends.int8_sibling(fp32)
     rate = backends.near_tie_rate(q, backends.INT8_RECHECK_MARGIN)
     top2 = np.sort(backends.OrtRunner(q, precision="int8")(rng.random((32, 3, 32, 32), dtype=np.float32)), 1)
-    assert rate > backends.AUTO_MAX_RECHECK and backends.near_tie_rate(q, 1.01) == 1.0
-    assert (top2[:, -1] - top2[:, -2] < 0.1).mean() > backends.AUTO_MAX_RECHECK
+    assert rate > backends.AUTO_RECHECK_SHARE and backends.near_tie_rate(q, 1.01) == 1.0
+    assert (top2[:, -1] - top2[:, -2] < 0.1).mean() > backends.AUTO_RECHECK_SHARE
+    margin = backends.near_tie_margin(q, backends.AUTO_RECHECK_SHARE)
+    assert 0 <= margin < backends.INT8_RECHECK_MARGIN
+    assert abs(backends.near_tie_rate(q, margin) - backends.AUTO_RECHECK_SHARE) < 1e-6
     auto, _ = backends.load_classifier_runner(fp32, precision="auto")
-    assert auto.precision == "fp32" and "no faster than fp32" in backends.describe_runner(auto)
+    assert auto.precision == "int8" and auto.recheck is not None and auto.recheck_margin == margin
+    assert "the closest 5 %" in backends.describe_runner(auto)
     assert backends.load_classifier_runner(fp32, precision="auto", int8_recheck=0)[0].precision == "int8"  # pure int8
     model = onnx.load(q)  # a confident model's copy: few near-ties recorded -> auto = int8 + re-check
     next(p for p in model.metadata_props if p.key == backends.META_NEAR_TIES).value = '{"gap_percentiles": [0.5, 1]}'
