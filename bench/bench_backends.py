@@ -74,19 +74,9 @@ def median_ms(runner, x, repeats: int) -> float:
 RANDOM = "random ResNet-18 224 px"
 
 
-def input_size(pt: str) -> int:
-    from fillcls import core
-
-    return core.read_checkpoint(pt)[0].input_size
-
-
-def trained_name(pt: str) -> str:
-    return f"trained {os.path.basename(pt)} {input_size(pt)} px"
-
-
-def make_models(tmp: str, trained: str) -> dict:
-    """{name: (pt, onnx)}: a random ResNet-18 at 224 px and the ``trained`` checkpoint, each exported
-    to ONNX with an int8 copy (calibrated on S1 training crops)."""
+def make_models(tmp: str, trained_name: str, trained: str) -> dict:
+    """{name: (pt, onnx)}: a random ResNet-18 at 224 px and the ``trained`` checkpoint (named
+    ``trained_name``), each exported to ONNX with an int8 copy (calibrated on S1 training crops)."""
     import torch
 
     from fillcls import core
@@ -96,7 +86,7 @@ def make_models(tmp: str, trained: str) -> dict:
     rnd = os.path.join(tmp, "random224.pt")
     core.save_checkpoint(rnd, core.build_model("resnet18").state_dict(),
                          core.CheckpointHeader(input_size=224, model_id="bench-random"))
-    models = {RANDOM: rnd, trained_name(trained): trained}
+    models = {RANDOM: rnd, trained_name: trained}
     out = {}
     for name, pt in models.items():
         onnx_path = os.path.join(tmp, os.path.basename(pt)[:-3] + ".onnx")
@@ -235,7 +225,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
     import torch
 
-    from fillcls import backends
+    from fillcls import backends, core
 
     torch.set_num_threads(args.threads)
     bf16, why = backends.cpu_bf16_support()
@@ -250,9 +240,10 @@ def main(argv=None) -> int:
     print(f"fp32 sgemm peak ({args.threads} threads): {gflops:.0f} GFLOP/s -> ResNet-18 224 px limit "
           f"{limit_ms:.1f} ms (target: forward <= 2.5 x = {2.5 * limit_ms:.1f} ms)")
     tmp = tempfile.mkdtemp(prefix="bench_backends_")
-    models = make_models(tmp, args.model)
-    trained = trained_name(args.model)
-    crops, labels = (None, None) if args.skip_accuracy else s1_test_crops(input_size(args.model))
+    size = core.read_checkpoint(args.model)[0].input_size
+    trained = f"trained {os.path.basename(args.model)} {size} px"
+    models = make_models(tmp, trained, args.model)
+    crops, labels = (None, None) if args.skip_accuracy else s1_test_crops(size)
     gpu = "CUDAExecutionProvider" in ort.get_available_providers()
     rows, ref_pred = [], None
     for backend, precision, recheck in CONFIGS:
