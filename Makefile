@@ -22,12 +22,13 @@ bench: setup
 # The shipped default models (models/default.pt, models/segmenter.pt and the ONNX exports
 # default.onnx / segmenter.onnx, which the node loads on the CPU; default.int8.onnx and
 # segmenter.onnx are made here and by setup, not committed), reproduced from scratch on the
-# procedural data and the photographs of `make photos` (about 25 h on 2 CPU cores, 19 h of it the
-# segmenter's stages 5, 8 and 9; minutes on a GPU with scripts/gpu_segtrain.sh): the classifier
+# procedural data and the photographs of `make photos` (about 30 h on 2 CPU cores, 24 h of it the
+# segmenter's stages 5 and 8-11; minutes on a GPU with scripts/gpu_segtrain.sh): the classifier
 # is the paper's AT->FT (L = 1) at 64 px on S1's training containers, from an in-house robust
 # source (12 fractal + 12 photographic cut-out classes, L2-PGD eps 0.5 at 64 px; docs/model_card.md), the segmenter the MobileNetV3
 # LR-ASPP network on S1's training frames (procedural, photographic, path-traced, random container
-# shapes; its stages 1, 5, 8 and 9 ran on a GPU for the shipped file: scripts/gpu_segtrain.sh).
+# shapes, with a box head since stage 10; its stages 1, 5 and 8-11 ran on a GPU for the shipped file:
+# scripts/gpu_segtrain.sh).
 SOURCE64 := runs/sources/default64
 SOURCE64_MIX := runs/sources/default64-mix
 DEFAULT_SOURCE_ARGS := --preset cpu --size 64 --eps 0.5 --data fractals+cutouts --n-classes 12 --out $(SOURCE64_MIX)
@@ -41,8 +42,7 @@ models: setup photos segmenter-stages
 	$(PY) -m training pretrain $(DEFAULT_SOURCE_ARGS)
 	$(PY) -m training train $(DEFAULT_MODEL_ARGS)
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id $(DEFAULT_MODEL_ID) --out models/default.pt
-	FILLCLS_PHOTOS=.gpu8/photos $(PY) -m training segtrain $(SEG_GPU9_RUN) --export models/segmenter.pt --half \
-		--average-with runs/segmenter/lraspp-gpu8/S1/segmenter.pt
+	FILLCLS_PHOTOS=.gpu10/photos $(PY) -m training segtrain $(SEG_GPU11_RUN) --export models/segmenter.pt --half
 	$(PY) -m training export $(DEFAULT_MODEL_ARGS) --half --model-id $(DEFAULT_MODEL_ID) --format onnx \
 		--int8 --out models/default.onnx
 	$(PY) -m training.onnx_export models/segmenter.pt models/segmenter.onnx
@@ -103,6 +103,20 @@ SEG_GPU8_RUN := $(SEG_GPU8_ARGS) --lr 7e-4 --seed 8 --frames-repeat 10 --init ru
 	--out runs/segmenter/lraspp-gpu8/S1
 SEG_GPU9_RUN := $(SEG_GPU8_ARGS) --lr 5e-4 --seed 9 --frames-repeat 20 --init runs/segmenter/lraspp-gpu8/S1/segmenter.pt \
 	--out runs/segmenter/lraspp-gpu9/S1
+SEG_SOUP89 := runs/segmenter/soup89/segmenter.pt
+# Stages 10 and 11 (2026-11-27 evening, on one H100 with scripts/gpu_segtrain.sh and the pack `.gpu10`
+# (`--quality travel`, to fit beside the repository): 4 + 4 min; here about 5 h): a box head (`--box-head
+# true`: every foreground pixel also regresses its container's box; instances are the pixels' box
+# votes, fillcls.segnet.box_instances) on the mean of stages 8 and 9 (the shipped file until then; its
+# foreground channel), 16 000 new frames x 4 epochs, then 16 000 more with the path-traced frames x 20.
+# Stage 11 is the shipped file.
+SEG_GPU10_ARGS := --preset gpu --split S1 --train-frames 16000 --epochs 4 --input-h 288 --input-w 384 \
+	--random-shapes 0.4 --aspect-jitter 0.6 --negative-frames 0.25 --photo-eval-frames 0 --frames-dir .gpu10/frames \
+	--box-head true
+SEG_GPU10_RUN := $(SEG_GPU10_ARGS) --lr 7e-4 --seed 10 --frames-repeat 10 --init $(SEG_SOUP89) \
+	--out runs/segmenter/lraspp-gpu10/S1
+SEG_GPU11_RUN := $(SEG_GPU10_ARGS) --lr 5e-4 --seed 11 --frames-repeat 20 --init runs/segmenter/lraspp-gpu10/S1/segmenter.pt \
+	--out runs/segmenter/lraspp-gpu11/S1
 # The segmenter's training stages (`models` exports the shipped file from the last, then
 # `model-card` evaluates them); a finished stage is skipped.
 segmenter-stages: setup photos
@@ -118,7 +132,11 @@ segmenter-stages: setup photos
 	FILLCLS_PHOTOS=.gpu600/photos $(PY) -m training segtrain $(SEG_GPU5_RUN)
 	$(PY) scripts/pack_gpu_data.py --out .gpu8 --pbr 240
 	FILLCLS_PHOTOS=.gpu8/photos $(PY) -m training segtrain $(SEG_GPU8_RUN)
-	FILLCLS_PHOTOS=.gpu8/photos $(PY) -m training segtrain $(SEG_GPU9_RUN)
+	FILLCLS_PHOTOS=.gpu8/photos $(PY) -m training segtrain $(SEG_GPU9_RUN) --export $(SEG_SOUP89) --half \
+		--average-with runs/segmenter/lraspp-gpu8/S1/segmenter.pt
+	$(PY) scripts/pack_gpu_data.py --out .gpu10 --pbr 240 --quality travel
+	FILLCLS_PHOTOS=.gpu10/photos $(PY) -m training segtrain $(SEG_GPU10_RUN)
+	FILLCLS_PHOTOS=.gpu10/photos $(PY) -m training segtrain $(SEG_GPU11_RUN)
 XR_ARGS := --preset cpu --split S1 --strategy ST --size 64 --epochs 8 --samples-per-epoch 3200 --eval-max 0
 ST64_ARGS := --preset cpu --split S1 --strategy ST --size 64 --n-samples 4800 --epochs 20 --samples-per-epoch 3200 \
 	--eval-max 0 --tag default64

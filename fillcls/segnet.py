@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from .spec import CheckpointHeader
-from .segnet_spec import (DEFAULT_INPUT_HW, LRASPP_ARCH, SEGNET_ARCH, SEGNET_ARCHS,  # noqa: F401
-                          check_segmenter_header, frame_to_array)
+from .segnet_spec import (BOX_OUTPUTS, DEFAULT_INPUT_HW, LRASPP_ARCH, SEGNET_ARCH, SEGNET_ARCHS,  # noqa: F401
+                          check_segmenter_header, frame_to_array, segmenter_outputs)
 
 
 def instances(prob: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5,
@@ -34,7 +34,10 @@ def instances(prob: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.
     by a faint part (a glass's stem) and are merged; off-axis ones are two containers, one
     above the other. ``box`` is in frame pixels (x0, y0, x1, y1, exclusive), ``mask`` a
     frame-sized bool array, ``score`` the mean probability inside the mask. Left-to-right order.
+    A box-head segmenter's output (:data:`BOX_OUTPUTS` x h x w) goes to :func:`box_instances`.
     """
+    if prob.ndim == 3:
+        return box_instances(prob, frame_hw, threshold, min_area)
     H, W = frame_hw
     h, w = prob.shape
     fg = (prob >= threshold).astype(np.uint8)
@@ -66,15 +69,77 @@ def instances(prob: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.
     return out
 
 
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (x0, y0, x1, y1) box with each row of ``boxes``."""
+    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = iw * ih
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return inter / np.maximum(area + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter, 1e-9)
+
+
+def box_instances(maps: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5, min_area: float = 0.002,
+                  vote_iou: float = 0.2, max_containers: int = 64):
+    """Containers in a box-head segmenter's output, as :func:`instances` returns them.
+
+    ``maps`` (:data:`BOX_OUTPUTS` x h x w, after the sigmoid): the foreground probability, then each
+    pixel's distances to the left, top, right and bottom edges of its container's box (fractions of
+    the frame's width / height). Every foreground pixel of a connected component of at least
+    ``min_area`` of the map votes for the box its distances give. Greedily, the vote of the most
+    confident, most central pixel and every vote whose box overlaps it by ``vote_iou`` form one
+    container (kept if it has ``min_area`` pixels): its box is their median box, its mask their
+    pixels, its score their mean probability. Touching neighbours vote for different boxes; the
+    parts of one container cut by a hand or a faint stem vote for the same one. (``vote_iou``
+    0.2: chosen on frames of S1's *training* containers, 0.1-0.6 tried; docs/model_card.md.)
+    """
+    H, W = frame_hw
+    prob = maps[0]
+    h, w = prob.shape
+    min_px = max(1.0, min_area * h * w)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((prob >= threshold).astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_px
+    ys, xs = np.nonzero(keep[labels])
+    if not len(ys):
+        return []
+    p = prob[ys, xs]
+    left, top, right, bottom = maps[1:5, ys, xs]
+    cx, cy = (xs.astype(np.float32) + 0.5) / w, (ys.astype(np.float32) + 0.5) / h
+    boxes = np.stack([cx - left, cy - top, cx + right, cy + bottom], 1)
+    rank = p * np.sqrt(np.minimum(left, right) / np.maximum(np.maximum(left, right), 1e-9)  # p x centre-ness
+                       * np.minimum(top, bottom) / np.maximum(np.maximum(top, bottom), 1e-9))
+    remaining, left_over = np.ones(len(p), bool), len(p)
+    out = []
+    while left_over >= min_px and len(out) < max_containers:
+        i = int(np.argmax(rank))
+        members = remaining & (_iou(boxes[i], boxes) >= vote_iou)
+        members[i] = True
+        remaining &= ~members
+        rank[members] = -1.0
+        left_over -= int(members.sum())
+        if members.sum() < min_px:
+            continue
+        bx = np.clip(np.median(boxes[members], 0), 0.0, 1.0) * (W, H, W, H)
+        x0, y0 = int(np.floor(bx[0] + 1e-3)), int(np.floor(bx[1] + 1e-3))  # float32 noise is no pixel
+        box = (x0, y0, max(x0 + 1, min(W, int(np.ceil(bx[2] - 1e-3)))), max(y0 + 1, min(H, int(np.ceil(bx[3] - 1e-3)))))
+        small = np.zeros((h, w), np.uint8)
+        small[ys[members], xs[members]] = 1
+        mask = cv2.resize(small, (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
+        out.append((box, float(p[members].mean()), mask))
+    out.sort(key=lambda d: (d[0][0], d[0][1]))
+    return out
+
+
 def segmenter_header(input_hw=DEFAULT_INPUT_HW, width: int = 16, model_id: str = "",
-                     training: dict | None = None, arch: str = SEGNET_ARCH) -> CheckpointHeader:
+                     training: dict | None = None, arch: str = SEGNET_ARCH, outputs: int = 1) -> CheckpointHeader:
     """Checkpoint header of a segmenter of ``arch`` (:data:`SEGNET_ARCHS`; ``input_size`` is the input
-    height; the input size and FillSegNet's width are in ``training``)."""
+    height; the input size, FillSegNet's width and the output channels (when not 1) are in ``training``)."""
     if arch not in SEGNET_ARCHS:
         raise ValueError(f"unknown segmenter architecture {arch!r}; choose from {', '.join(SEGNET_ARCHS)}")
     return CheckpointHeader(arch=arch, classes=("background", "container"), input_size=int(input_hw[0]),
                             model_id=model_id, kind="segmenter",
-                            training={"input_hw": list(input_hw), "width": width, **(training or {})})
+                            training={"input_hw": list(input_hw), "width": width, **(training or {}),
+                                      **({"outputs": outputs} if outputs != 1 else {})})
 
 
 

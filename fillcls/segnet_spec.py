@@ -14,6 +14,10 @@ LRASPP_ARCH = "lraspp_mobilenet_v3_large"
 #: Every segmenter architecture a checkpoint may name.
 SEGNET_ARCHS = (SEGNET_ARCH, LRASPP_ARCH)
 DEFAULT_INPUT_HW = (120, 160)
+#: Output channels of a segmenter with a box head: foreground, then the distances from each pixel to
+#: the left, top, right and bottom edges of its container's box (fractions of the frame's width /
+#: height), all through a sigmoid (:func:`fillcls.segnet.box_instances`).
+BOX_OUTPUTS = 5
 
 
 def frame_to_array(rgb: np.ndarray, input_hw=DEFAULT_INPUT_HW) -> np.ndarray:
@@ -25,10 +29,18 @@ def frame_to_array(rgb: np.ndarray, input_hw=DEFAULT_INPUT_HW) -> np.ndarray:
     return out
 
 
+def segmenter_outputs(header: CheckpointHeader) -> int:
+    """Output channels of a segmenter: 1 (foreground; files without the entry) or :data:`BOX_OUTPUTS`."""
+    return int((header.training or {}).get("outputs", 1))
+
+
 def check_segmenter_header(path, header: CheckpointHeader) -> tuple[int, int]:
     """The network input (h, w) of a segmenter header (:data:`SEGNET_ARCHS`); CheckpointError naming
     ``path`` otherwise."""
     if header.kind != "segmenter" or header.arch not in SEGNET_ARCHS:
         raise CheckpointError(f"{path}: holds a {header.kind!r} {header.arch!r} model, not a segmenter "
                               f"({' or '.join(SEGNET_ARCHS)})")
+    if segmenter_outputs(header) not in (1, BOX_OUTPUTS):
+        raise CheckpointError(f"{path}: a segmenter with {segmenter_outputs(header)} output channels; this "
+                              f"version reads 1 or {BOX_OUTPUTS}")
     return tuple(int(v) for v in (header.training or {}).get("input_hw", DEFAULT_INPUT_HW))

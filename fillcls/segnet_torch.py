@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import IMAGENET_MEAN, IMAGENET_STD, CheckpointError, CheckpointHeader, Normalize, read_checkpoint
-from .segnet_spec import DEFAULT_INPUT_HW, LRASPP_ARCH, SEGNET_ARCH, check_segmenter_header, frame_to_array
+from .segnet_spec import (BOX_OUTPUTS, DEFAULT_INPUT_HW, LRASPP_ARCH, SEGNET_ARCH, check_segmenter_header,
+                          frame_to_array, segmenter_outputs)
 
 
 def _block(cin: int, cout: int, stride: int = 1, convs: int = 2) -> nn.Sequential:
@@ -21,9 +22,10 @@ def _block(cin: int, cout: int, stride: int = 1, convs: int = 2) -> nn.Sequentia
 
 
 class FillSegNet(nn.Module):
-    """Foreground (container) logits at 1/2 the input resolution; inputs in [0, 1]."""
+    """Foreground (container) logits at 1/2 the input resolution (N x h x w; with ``outputs`` = 5, N x 5 x
+    h x w: foreground and the box channels of :func:`fillcls.segnet.box_instances`); inputs in [0, 1]."""
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, outputs: int = 1):
         super().__init__()
         c = [width, 2 * width, 4 * width, 6 * width]
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
@@ -34,7 +36,7 @@ class FillSegNet(nn.Module):
         self.dec3 = _block(c[3] + c[2], c[2], 1, 1)
         self.dec2 = _block(c[2] + c[1], c[1], 1, 1)
         self.dec1 = _block(c[1] + c[0], c[0], 1, 1)
-        self.head = nn.Conv2d(c[0], 1, 1)
+        self.head = nn.Conv2d(c[0], outputs, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e1 = self.enc1(self.normalize(x))
@@ -49,7 +51,8 @@ class FillSegNet(nn.Module):
         d3 = self.dec3(up(e4, e3))
         d2 = self.dec2(up(d3, e2))
         d1 = self.dec1(up(d2, e1))
-        return self.head(d1)[:, 0]
+        out = self.head(d1)
+        return out[:, 0] if out.shape[1] == 1 else out
 
 
 class SegLRASPP(nn.Module):
@@ -57,9 +60,9 @@ class SegLRASPP(nn.Module):
     the input resolution, inputs in [0, 1]. The head's detail branch reads the last block at
     output stride ``low_stride`` (8 as in torchvision's ``lraspp_mobilenet_v3_large``, or 4 for
     thin stems); 3.2 M parameters, 13.5 ms at 320 x 240 on 2 AVX2 cores with onnxruntime (FillSegNet:
-    16.2 ms in the same run)."""
+    16.2 ms in the same run). ``outputs`` as :class:`FillSegNet`'s."""
 
-    def __init__(self, low_stride: int = 8):
+    def __init__(self, low_stride: int = 8, outputs: int = 1):
         super().__init__()
         from torchvision.models import mobilenet_v3_large
         from torchvision.models.segmentation.lraspp import LRASPPHead
@@ -76,7 +79,7 @@ class SegLRASPP(nn.Module):
         self.low_index = max(i for i, s in enumerate(strides) if s == low_stride)
         self.features = features.train()
         low_ch = features[self.low_index].out_channels
-        self.head = LRASPPHead(low_ch, features[-1].out_channels, 1, 128)
+        self.head = LRASPPHead(low_ch, features[-1].out_channels, outputs, 128)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -87,15 +90,19 @@ class SegLRASPP(nn.Module):
             if i == self.low_index:
                 low = y
         out = self.head({"low": low, "high": y})
-        return F.interpolate(out, size=(h // 2, w // 2), mode="bilinear", align_corners=False)[:, 0]
+        out = F.interpolate(out, size=(h // 2, w // 2), mode="bilinear", align_corners=False)
+        return out[:, 0] if out.shape[1] == 1 else out
 
 
-def build_segnet(arch: str = SEGNET_ARCH, width: int = 16, low_stride: int = 8) -> nn.Module:
-    """A randomly initialised segmenter of ``arch`` (FillSegNet uses ``width``, LR-ASPP ``low_stride``)."""
+def build_segnet(arch: str = SEGNET_ARCH, width: int = 16, low_stride: int = 8, outputs: int = 1) -> nn.Module:
+    """A randomly initialised segmenter of ``arch`` (FillSegNet uses ``width``, LR-ASPP ``low_stride``)
+    with ``outputs`` channels (1: foreground; :data:`BOX_OUTPUTS`: foreground + box channels)."""
+    if outputs not in (1, BOX_OUTPUTS):
+        raise ValueError(f"a segmenter has 1 or {BOX_OUTPUTS} output channels, not {outputs}")
     if arch == LRASPP_ARCH:
-        return SegLRASPP(low_stride)
+        return SegLRASPP(low_stride, outputs)
     if arch == SEGNET_ARCH:
-        return FillSegNet(width)
+        return FillSegNet(width, outputs)
     raise ValueError(f"unknown segmenter architecture {arch!r}")
 
 
@@ -109,7 +116,8 @@ def load_segnet(path, device="cpu") -> tuple[nn.Module, CheckpointHeader, tuple[
     header, state_dict, _ = read_checkpoint(path)
     hw = check_segmenter_header(path, header)
     info = header.training or {}
-    model = build_segnet(header.arch, int(info.get("width", 16)), int(info.get("low_stride", 8)))
+    model = build_segnet(header.arch, int(info.get("width", 16)), int(info.get("low_stride", 8)),
+                         segmenter_outputs(header))
     try:
         model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
     except RuntimeError as exc:

@@ -86,7 +86,9 @@ def test_shipped_models_agree_on_procedural_frames():
         assert [r.box for r in rt] == [r.box for r in ro] and len(rt) > 0
         assert [r.level for r in rt] == [r.level for r in ro]
         np.testing.assert_allclose([r.probabilities for r in ro], [r.probabilities for r in rt], atol=0.02)
-        assert all(abs(a.segmentation_score - b.segmentation_score) < 1e-3 for a, b in zip(rt, ro))
+        # the score is the mean probability of a container's pixels: a few pixels at the mask threshold or
+        # at the box-vote boundary (fillcls.segnet.box_instances) may change sides between runtimes
+        assert all(abs(a.segmentation_score - b.segmentation_score) < 5e-3 for a, b in zip(rt, ro))
 
 
 def test_onnxruntime_estimator_imports_no_torch(onnx_pair):

@@ -59,6 +59,81 @@ def test_instances_keeps_two_containers_one_above_the_other_apart():
     assert len(instances(prob, (60, 80), merge_axis=1.0)) == 1  # the axis test off: all one
 
 
+def _box_maps(prob, boxes_of_pixels, hw):
+    """A box-head output (5 x h x w) whose foreground pixels vote for the box their region names."""
+    h, w = hw
+    maps = np.zeros((5, h, w), np.float32)
+    maps[0] = prob
+    cx, cy = (np.arange(w) + 0.5) / w, (np.arange(h) + 0.5) / h
+    for (ys, xs), (x0, y0, x1, y1) in boxes_of_pixels:
+        yy, xx = np.mgrid[ys, xs]
+        maps[1:, yy, xx] = [cx[xx] - x0 / w, cy[yy] - y0 / h, x1 / w - cx[xx], y1 / h - cy[yy]]
+    return maps
+
+
+def test_box_instances_split_touching_neighbours_and_join_a_cut_container():
+    """Two containers touching side by side are one connected component but vote for two boxes; a
+    glass whose stem was missed (bowl and foot apart, the foot off-centre) votes for one box; the box
+    is the voted one (the stem's length included), not the pixels' extent."""
+    prob = np.zeros((60, 80), np.float32)
+    prob[10:50, 10:30] = 0.9          # left of two touching containers
+    prob[15:50, 30:45] = 0.8          # right one, touching it
+    prob[5:20, 55:75] = 0.9           # a glass's bowl
+    prob[40:43, 50:66] = 0.9          # its foot, off the bowl's axis (the stem, 20:40, not seen)
+    maps = _box_maps(prob, [((slice(10, 50), slice(10, 30)), (10, 10, 30, 50)),
+                            ((slice(15, 50), slice(30, 45)), (30, 15, 45, 50)),
+                            ((slice(5, 20), slice(55, 75)), (50, 5, 75, 43)),
+                            ((slice(40, 43), slice(50, 66)), (50, 5, 75, 43))], (60, 80))
+    dets = instances(maps, (480, 640))  # the 5-channel output goes to box_instances
+    assert [b for b, _, _ in dets] == [(80, 80, 240, 400), (240, 120, 360, 400), (400, 40, 600, 344)]
+    assert [round(s, 2) for _, s, _ in dets] == [0.9, 0.8, 0.9]
+    assert dets[2][2][320:344, 400:528].any() and dets[2][2].shape == (480, 640)
+    assert instances(maps, (480, 640), threshold=0.95) == []
+    # the one-channel rule on the same foreground: the neighbours merge, the glass is two boxes
+    assert len(instances(prob, (480, 640))) == 3 and (80, 80, 360, 400) in [b for b, _, _ in instances(prob, (480, 640))]
+
+
+def test_box_head_segmenter_trains_from_a_plain_one_and_runs_in_the_node_backend(tmp_path):
+    """--box-head: targets carry each pixel's box, a plain segmenter's weights start the network (its
+    foreground channel), the file says it has 5 outputs, and both runtimes give boxes from it."""
+    from training.segtrain import box_loss, box_maps, instance_labels
+
+    labels = instance_labels(np.pad(np.ones((4, 4), bool), 2), [(2, 2, 6, 6), (3, 3, 5, 5)])
+    assert labels[2, 2] == 1 and labels[3, 3] == 2 and labels.max() == 2 and labels[0, 0] == 0
+    maps = box_maps(labels, [(2, 2, 6, 6), (3, 3, 5, 5)], (4, 4))
+    assert maps.shape == (4, 4, 4) and maps[:, 0, 0].tolist() == [0, 0, 0, 0]
+    assert maps[:, 1, 1].tolist() == [32, 32, 96, 96]  # centre 3 px of an 8-px frame in box 2..6: 1, 3 px
+    t = torch.zeros(1, 5, 4, 4)
+    t[:, 0], t[:, 1:] = 1.0, torch.from_numpy(maps).float()[None] / 255
+    assert float(box_loss(torch.full((1, 4, 4, 4), 30.0), t)) > 0.3  # all-far boxes are wrong
+    plain = tmp_path / "plain"
+    train(PRESETS["tiny"], plain, log=lambda *_: None)
+    logs = []
+    cfg = PRESETS["tiny"].replace(box_head=True, init=str(plain / "segmenter.pt"), epochs=1)
+    result = train(cfg, tmp_path / "box", log=logs.append)
+    assert any("box channels start at random" in m for m in logs) and "box_recall" in result["metrics"]
+    model, header, hw = load_segnet(tmp_path / "box" / "segmenter.pt")
+    assert header.training["outputs"] == 5
+    with torch.inference_mode():
+        assert model(torch.rand(1, 3, *hw)).shape == (1, 5, hw[0] // 2, hw[1] // 2)
+    rgb, _ = frames(1)[0]
+    onnx_path = tmp_path / "box.onnx"
+    from training.onnx_export import export_onnx
+
+    export_onnx(str(tmp_path / "box" / "segmenter.pt"), str(onnx_path))
+    for path in (tmp_path / "box" / "segmenter.pt", onnx_path):
+        seg = segmentation.make_segmenter("learned", model=str(path), mask_threshold=0.0, min_area=0.0,
+                                          inference_backend="auto")
+        dets = seg(rgb)
+        assert dets, path  # threshold 0: every pixel is foreground and votes
+        for d in dets:
+            x0, y0, x1, y1 = d.box
+            assert 0 <= x0 < x1 <= rgb.shape[1] and 0 <= y0 < y1 <= rgb.shape[0] and d.mask.shape == rgb.shape[:2]
+    with pytest.raises(CheckpointError, match="box head"):
+        train(PRESETS["tiny"].replace(init=str(tmp_path / "box" / "segmenter.pt")), tmp_path / "back",
+              log=lambda *_: None)
+
+
 def test_learned_backend_trains_saves_and_loads(tmp_path):
     cfg = PRESETS["tiny"]
     result = train(cfg, tmp_path / "run", log=lambda *_: None)

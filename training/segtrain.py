@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from fillcls.atomic import WriteError
 from fillcls.core import CheckpointError, read_checkpoint, save_checkpoint
 from fillcls.evaluation import count_matches
-from fillcls.segnet import (LRASPP_ARCH, SEGNET_ARCH, SEGNET_ARCHS, build_segnet, frame_to_input, instances,
-                           load_segnet, segmenter_header)
+from fillcls.segnet import (BOX_OUTPUTS, LRASPP_ARCH, SEGNET_ARCH, SEGNET_ARCHS, build_segnet, frame_to_input,
+                           instances, load_segnet, segmenter_header, segmenter_outputs)
 from fillcls.world import photos
 from fillcls.world.photos import PhotoIndexError, PhotosMissingError
 from training.runs import (DEFAULT_RUNS, RunDir, RunError, Settings, add_run_options, add_settings_options,
@@ -89,15 +89,24 @@ class SegConfig(Settings):
                                         "taller / wider than the training ones (0 = off)")
     random_shapes: float = setting(0.0, "fraction of procedural containers drawn with a random revolved shape "
                                         "(generic frusta, bowls, stems; aspect 0.4-3) instead of their own")
+    box_head: bool = setting(False, "also regress, at every foreground pixel, the box of its container (4 more "
+                                    "output channels; instances from the pixels' box votes: touching neighbours "
+                                    "apart, a container's parts cut by a hand or a faint stem together)")
     seed: int = setting(0, "seed of frames and training")
 
     def identity(self) -> dict:
         """The values that decide the result (:meth:`to_dict`; the fields added with the larger
         network are left out while they hold their defaults, so earlier runs still match)."""
-        d = self.to_dict_without_defaults(("arch", "frames_dir", "frames_repeat", "aspect_jitter", "random_shapes"))
+        d = self.to_dict_without_defaults(("arch", "frames_dir", "frames_repeat", "aspect_jitter", "random_shapes",
+                                           "box_head"))
         if self.arch == SEGNET_ARCH:
             d.pop("low_stride")
         return d
+
+    @property
+    def outputs(self) -> int:
+        """The network's output channels."""
+        return BOX_OUTPUTS if self.box_head else 1
 
     @property
     def uses_photos(self) -> bool:
@@ -175,22 +184,60 @@ def _scene(seed, cfg: SegConfig, containers, kind: str):
                         n_containers=n, photo_split=photo, random_shapes=shapes)
 
 
-def _sample(rgb: np.ndarray, mask: np.ndarray, cfg: SegConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A frame and its foreground mask (any size) as the uint8 network input and soft target."""
+#: Instance label of a foreground pixel whose container (and so box) is not known: no box loss there.
+UNKNOWN_INSTANCE = 255
+
+
+def instance_labels(fg: np.ndarray, boxes) -> np.ndarray:
+    """uint8 instance labels of a foreground mask whose containers are known only by their ``boxes``
+    (path-traced frames): each foreground pixel takes the smallest box holding it (label = index + 1),
+    :data:`UNKNOWN_INSTANCE` where none does; 0 is background."""
+    labels = np.where(fg, UNKNOWN_INSTANCE, 0).astype(np.uint8)
+    for k in sorted(range(len(boxes)), key=lambda k: -(boxes[k][2] - boxes[k][0]) * (boxes[k][3] - boxes[k][1])):
+        x0, y0, x1, y1 = (int(v) for v in boxes[k])
+        sub = labels[y0:y1, x0:x1]
+        sub[fg[y0:y1, x0:x1]] = k + 1
+    return labels
+
+
+def box_maps(labels: np.ndarray, boxes, out_hw) -> np.ndarray:
+    """4 x h x w uint8 box targets at the output size: at each pixel of instance k (``labels``, frame
+    size, k = index into ``boxes`` + 1) its distances to ``boxes[k - 1]``'s left, top, right and
+    bottom edges as fractions of the frame's width / height, x 255; all 0 elsewhere (no box loss)."""
+    H, W = labels.shape
+    h, w = out_hw
+    small = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    out = np.zeros((4, h, w), np.float32)
+    cx, cy = (np.arange(w) + 0.5) / w, (np.arange(h) + 0.5) / h
+    for k, (x0, y0, x1, y1) in enumerate(boxes, 1):
+        ys, xs = np.nonzero(small == k)
+        if len(ys):
+            out[:, ys, xs] = [cx[xs] - x0 / W, cy[ys] - y0 / H, x1 / W - cx[xs], y1 / H - cy[ys]]
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _sample(rgb: np.ndarray, mask: np.ndarray, cfg: SegConfig, boxes=None) -> tuple[np.ndarray, np.ndarray]:
+    """A frame and its foreground mask (any size) as the uint8 network input and soft target. With
+    ``cfg.box_head`` ``mask`` holds instance labels (:func:`instance_labels`) of ``boxes`` and the
+    target is :data:`BOX_OUTPUTS` x h x w: the soft foreground, then :func:`box_maps`."""
     x = (frame_to_input(rgb, (cfg.input_h, cfg.input_w)) * 255).round().to(torch.uint8).numpy()
     out_hw = (cfg.input_h // 2, cfg.input_w // 2)
-    target = cv2.resize(mask.astype(np.float32), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
-    return x, (target * 255).round().astype(np.uint8)
+    fg = cv2.resize((mask > 0).astype(np.float32), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
+    fg = (fg * 255).round().astype(np.uint8)
+    if not cfg.box_head:
+        return x, fg
+    return x, np.concatenate([fg[None], box_maps(mask.astype(np.uint8), boxes or [], out_hw)])
 
 
 def _render(args):
     seed, cfg, containers, kind, keep_rgb = args
     rgb, anns = _scene(seed, cfg, containers, kind)
-    mask = np.zeros(rgb.shape[:2], bool)
-    for a in anns:
-        mask |= a["mask"]
-    x, target = _sample(rgb, mask, cfg)
-    return x, target, [tuple(int(v) for v in a["box"]) for a in anns], rgb if keep_rgb else None
+    labels = np.zeros(rgb.shape[:2], np.uint8)
+    for k, a in enumerate(anns, 1):
+        labels[a["mask"]] = k
+    boxes = [tuple(int(v) for v in a["box"]) for a in anns]
+    x, target = _sample(rgb, labels, cfg, boxes)
+    return x, target, boxes, rgb if keep_rgb else None
 
 
 def pbr_frameset(cfg: SegConfig, containers, n: int, kind: str, cache_dir, log=print):
@@ -211,7 +258,7 @@ def pbr_frameset(cfg: SegConfig, containers, n: int, kind: str, cache_dir, log=p
 def pbr_frames(cfg: SegConfig, containers, n: int, kind: str, cache_dir, log=print):
     """:func:`pbr_frameset` as :func:`make_frames` returns frames (without the frames), and their size."""
     frames, fgs, boxes = pbr_frameset(cfg, containers, n, kind, cache_dir, log)
-    rows = [_sample(f, m, cfg) for f, m in zip(frames, fgs)]
+    rows = [_sample(f, instance_labels(m, b), cfg, b) for f, m, b in zip(frames, fgs, boxes)]
     return (torch.from_numpy(np.stack([r[0] for r in rows])), torch.from_numpy(np.stack([r[1] for r in rows])),
             boxes, None), tuple(frames.shape[1:3])
 
@@ -243,8 +290,9 @@ def make_frames(cfg: SegConfig, containers, n: int, seed: int, keep_rgb: bool = 
 
 def labelled_frames(cfg: SegConfig):
     """The frames of ``cfg.frames_dir`` as network inputs and soft targets (uint8), each repeated
-    ``frames_repeat`` times: each ``NAME.jpg`` / ``NAME.png`` with its ``NAME.mask.png``;
-    ValueError naming the file that cannot be read, lacks its mask or whose mask is of another size."""
+    ``frames_repeat`` times: each ``NAME.jpg`` / ``NAME.png`` with its ``NAME.mask.png`` (0 background;
+    1-254 one label per container, whose box is its pixels' box; 255 a container of unknown box: no box
+    loss); ValueError naming the file that cannot be read, lacks its mask or whose mask is of another size."""
     folder = Path(cfg.frames_dir)
     if not folder.is_dir():
         raise ValueError(f"frames_dir: {folder} is not a folder")
@@ -264,15 +312,40 @@ def labelled_frames(cfg: SegConfig):
         if mask.shape != bgr.shape[:2]:
             raise ValueError(f"frames_dir: {mask_path} is {mask.shape[1]} x {mask.shape[0]}, its frame "
                              f"{bgr.shape[1]} x {bgr.shape[0]}")
-        x, y = _sample(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), mask > 0, cfg)
+        boxes = []
+        for k in range(1, int(mask[mask < UNKNOWN_INSTANCE].max(initial=0)) + 1):
+            ys_, xs_ = np.nonzero(mask == k)
+            boxes.append((xs_.min(), ys_.min(), xs_.max() + 1, ys_.max() + 1) if len(ys_) else (0, 0, 0, 0))
+        x, y = _sample(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), mask, cfg, boxes)
         xs.append(x)
         ys.append(y)
     r = cfg.frames_repeat
-    return torch.from_numpy(np.stack(xs)).repeat(r, 1, 1, 1), torch.from_numpy(np.stack(ys)).repeat(r, 1, 1)
+    ys = torch.from_numpy(np.stack(ys))
+    return torch.from_numpy(np.stack(xs)).repeat(r, 1, 1, 1), ys.repeat(r, *([1] * (ys.ndim - 1)))
+
+
+def box_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Generalised-IoU loss of the predicted boxes (sigmoid of the 4 box channels, B x 4 x h x w) at the
+    foreground pixels whose box is known (``target``: B x 5 x h x w in [0, 1]); 0 where there are none."""
+    p, t = torch.sigmoid(logits), target[:, 1:]
+    valid = (target[:, 0] >= 0.5) & (t[:, 0] + t[:, 2] > 0) & (t[:, 1] + t[:, 3] > 0)
+    if not valid.any():
+        return logits.sum() * 0
+    p, t = p.permute(0, 2, 3, 1)[valid], t.permute(0, 2, 3, 1)[valid]  # N x (l, t, r, b)
+    area_p = (p[:, 0] + p[:, 2]) * (p[:, 1] + p[:, 3])
+    area_t = (t[:, 0] + t[:, 2]) * (t[:, 1] + t[:, 3])
+    lo, hi = torch.minimum(p, t), torch.maximum(p, t)
+    inter = (lo[:, 0] + lo[:, 2]) * (lo[:, 1] + lo[:, 3])
+    union = area_p + area_t - inter
+    enclosing = (hi[:, 0] + hi[:, 2]) * (hi[:, 1] + hi[:, 3])
+    giou = inter / union.clamp_min(1e-7) - (enclosing - union) / enclosing.clamp_min(1e-7)
+    return (1 - giou).mean()
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy + soft Dice on the foreground."""
+    """Binary cross-entropy + soft Dice on the foreground (+ :func:`box_loss` for a box head)."""
+    if logits.ndim == 4:
+        return loss_fn(logits[:, 0], target[:, 0]) + box_loss(logits[:, 1:], target)
     bce = F.binary_cross_entropy_with_logits(logits, target)
     p = torch.sigmoid(logits)
     inter = (p * target).sum((1, 2))
@@ -291,7 +364,8 @@ def evaluate(model, xs, ys, boxes, frame_hw, mask_threshold: float = 0.5) -> dic
     for i in range(len(xs)):
         prob = torch.sigmoid(model(xs[i: i + 1].to(device).float() / 255))[0].float().cpu().numpy()
         dets = instances(prob, frame_hw, mask_threshold)
-        fg, gt = prob >= mask_threshold, ys[i].numpy() >= 128
+        fg, gt = (prob[0] if prob.ndim == 3 else prob) >= mask_threshold, ys[i].numpy() >= 128
+        gt = gt[0] if gt.ndim == 3 else gt
         union = (fg | gt).sum()
         ious.append((fg & gt).sum() / union if union else 1.0)
         n_true += len(boxes[i])
@@ -305,16 +379,23 @@ def evaluate(model, xs, ys, boxes, frame_hw, mask_threshold: float = 0.5) -> dic
 
 
 def stretch(x: torch.Tensor, y: torch.Tensor, factor: float, gen: torch.Generator):
-    """Frames ``x`` (B x 3 x h x w) and targets ``y`` (B x h/2 x w/2) with their aspect ratio
-    multiplied by ``factor``: > 1 widens (zoom in horizontally), < 1 heightens (zoom in vertically);
-    one random window of the original size is kept, so nothing is padded."""
+    """Frames ``x`` (B x 3 x h x w) and targets ``y`` (B x h/2 x w/2, or B x 5 x h/2 x w/2 with box
+    channels, rescaled with the frame) with their aspect ratio multiplied by ``factor``: > 1 widens (zoom
+    in horizontally), < 1 heightens (zoom in vertically); one random window of the original size is
+    kept, so nothing is padded."""
     h, w = x.shape[-2:]
     sh, sw = (1.0, factor) if factor >= 1 else (1.0 / factor, 1.0)
     H, W = max(h, round(h * sh / 2) * 2), max(w, round(w * sw / 2) * 2)
     top = int(torch.randint(0, (H - h) // 2 + 1, (), generator=gen)) * 2
     left = int(torch.randint(0, (W - w) // 2 + 1, (), generator=gen)) * 2
     x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)[..., top:top + h, left:left + w]
-    y = F.interpolate(y[:, None], size=(H // 2, W // 2), mode="bilinear", align_corners=False)[:, 0]
+    if y.ndim == 4:  # the box distances are fractions of the window: they grow with the zoom
+        fg = F.interpolate(y[:, :1], size=(H // 2, W // 2), mode="bilinear", align_corners=False)
+        scale = torch.tensor([W / w, H / h, W / w, H / h], device=y.device).view(1, 4, 1, 1)
+        dist = (F.interpolate(y[:, 1:], size=(H // 2, W // 2), mode="nearest") * scale).clamp(max=1.0)
+        y = torch.cat([fg, dist], 1)
+    else:
+        y = F.interpolate(y[:, None], size=(H // 2, W // 2), mode="bilinear", align_corners=False)[:, 0]
     return x, y[..., top // 2:(top + h) // 2, left // 2:(left + w) // 2]
 
 
@@ -333,6 +414,8 @@ def _train_epoch(model, opt, sched, xs, ys, cfg: SegConfig, epoch: int, log) -> 
         x, y = xs[idx].to(device).float() / 255, ys[idx].to(device).float() / 255
         if torch.rand(()) < 0.5:
             x, y = x.flip(-1), y.flip(-1)
+            if y.ndim == 4:  # left and right distances swap
+                y = y[:, [0, 3, 2, 1, 4]]
         x = x * (0.8 + 0.4 * torch.rand(len(x), 1, 1, 1)).to(device)  # brightness
         if cfg.aspect_jitter:
             a = float(torch.empty(()).uniform_(-1, 1)) * np.log1p(cfg.aspect_jitter)
@@ -373,25 +456,41 @@ def _init_weights(cfg: SegConfig, log) -> dict:
             (cfg.arch == LRASPP_ARCH and int(low_stride) != cfg.low_stride):
         raise CheckpointError(f"{cfg.init}: a {header.arch} (width {width}, low stride {low_stride}) segmenter; "
                               f"these settings train a {cfg.arch} (width {cfg.width}, low stride {cfg.low_stride})")
+    if segmenter_outputs(header) > cfg.outputs:
+        raise CheckpointError(f"{cfg.init}: a segmenter with a box head; these settings train one without "
+                              "(add --box-head)")
     # both networks are fully convolutional: weights trained at one input size fine-tune at another
     other = "" if tuple(hw) == (cfg.input_h, cfg.input_w) else \
         f" (trained at {hw[1]} x {hw[0]}, fine-tuned here at {cfg.input_w} x {cfg.input_h})"
-    log(f"[segtrain] starting from the weights of {cfg.init}{other}")
+    head = " (its foreground channel; the box channels start at random)" \
+        if segmenter_outputs(header) < cfg.outputs else ""
+    log(f"[segtrain] starting from the weights of {cfg.init}{other}{head}")
     return start.state_dict()
+
+
+def _load_init(model, init: dict) -> None:
+    """Load ``init`` into ``model``; an output layer of fewer channels (a segmenter without a box head)
+    fills the first ones and leaves the rest as initialised."""
+    state = model.state_dict()
+    for k, v in init.items():
+        if v.shape != state[k].shape and v.shape[1:] == state[k].shape[1:] and len(v) < len(state[k]):
+            v = torch.cat([v.to(state[k].device), state[k][len(v):]])
+        state[k] = v
+    model.load_state_dict(state)
 
 
 def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log, init: dict | None = None,
          device: str = "cpu"):
     """Train the segmenter on (xs, ys) with a per-epoch ``last.pt``; returns (model on the CPU, header)."""
     # on the device before the optimizer exists: a resumed optimizer state follows its parameters
-    model = build_segnet(cfg.arch, cfg.width, cfg.low_stride).to(device)
+    model = build_segnet(cfg.arch, cfg.width, cfg.low_stride, cfg.outputs).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps_per_epoch = max(1, len(xs) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     last = Path(run.file(RunDir.STATE))
     start = _resume(last, cfg, model, opt, sched, log) if resume and last.exists() else 0
     if init is not None and start == 0:
-        model.load_state_dict(init)
+        _load_init(model, init)
     if device != "cpu":  # the frames fit the GPU's memory: no copy per step
         xs, ys = xs.to(device), ys.to(device)
         torch.backends.cudnn.benchmark = True
@@ -400,7 +499,7 @@ def _fit(cfg: SegConfig, run: RunDir, xs, ys, train_ids, resume: bool, log, init
                               training={"split": cfg.split, "train_containers": list(train_ids),
                                         "config": cfg.to_dict(), "low_stride": cfg.low_stride,
                                         "device": device},
-                              arch=cfg.arch)
+                              arch=cfg.arch, outputs=cfg.outputs)
     for epoch in range(start, cfg.epochs):
         _train_epoch(model, opt, sched, xs, ys, cfg, epoch, log)
         save_checkpoint(last, {k: v.cpu() for k, v in model.state_dict().items()}, header, extra={
