@@ -152,7 +152,8 @@ def _sigmoid(y: np.ndarray) -> np.ndarray:
 
 
 def _segnet_runner(path: str, backend: str, device: str, precision: str, threads: int):
-    """(runner: B x 3 x h x w in [0, 1] -> B x h/2 x w/2 foreground probabilities, input (h, w))."""
+    """(runner: B x 3 x h x w in [0, 1] -> B x h/2 x w/2 foreground probabilities, or B x 5 x h/2 x w/2
+    with a box head's channels (all through the sigmoid), input (h, w))."""
     from .backends import OrtRunner, TorchRunner, model_format, resolve_backend
     from .segnet import check_segmenter_header
 

@@ -3,7 +3,9 @@
 :class:`FillSegNet` is a small encoder-decoder (U-Net-like, ~0.3 M parameters) that maps an RGB
 frame shrunk to ``input_hw`` (default 120 x 160) to a container-foreground logit map at half that
 resolution. :func:`instances` turns the probability map into one box + mask + score per
-container (connected components; parts of one container cut by a hand are merged). Trained by
+container (connected components; parts of one container cut by a hand are merged), or, for a
+segmenter with a box head (:data:`BOX_OUTPUTS` channels), :func:`box_instances` from the pixels'
+votes for their container's box. Trained by
 ``python -m training segtrain`` on the procedural full frames; checkpoints use the project
 format with ``kind="segmenter"``. :class:`SegLRASPP` (MobileNetV3-Large + LR-ASPP, 3.2 M
 parameters; the shipped ``models/segmenter.pt``) has the same inputs and outputs; a header's
@@ -19,6 +21,7 @@ import cv2
 import numpy as np
 
 from .spec import CheckpointHeader
+from .tracking import box_ious
 from .segnet_spec import (BOX_OUTPUTS, DEFAULT_INPUT_HW, LRASPP_ARCH, SEGNET_ARCH, SEGNET_ARCHS,  # noqa: F401
                           check_segmenter_header, frame_to_array, segmenter_outputs)
 
@@ -69,15 +72,6 @@ def instances(prob: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.
     return out
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (x0, y0, x1, y1) box with each row of ``boxes``."""
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = iw * ih
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    return inter / np.maximum(area + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter, 1e-9)
-
-
 def box_instances(maps: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5, min_area: float = 0.002,
                   vote_iou: float = 0.2, max_containers: int = 64):
     """Containers in a box-head segmenter's output, as :func:`instances` returns them.
@@ -112,7 +106,7 @@ def box_instances(maps: np.ndarray, frame_hw: tuple[int, int], threshold: float 
     out = []
     while left_over >= min_px and len(out) < max_containers:
         i = int(np.argmax(rank))
-        members = remaining & (_iou(boxes[i], boxes) >= vote_iou)
+        members = remaining & (box_ious(boxes[i], boxes) >= vote_iou)
         members[i] = True
         remaining &= ~members
         rank[members] = -1.0

@@ -151,6 +151,16 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def box_ious(box: Sequence[float], boxes: np.ndarray) -> np.ndarray:
+    """IoU of one ``(x0, y0, x1, y1)`` box with each row of the N x 4 array ``boxes`` (:func:`box_iou`
+    for many boxes at once)."""
+    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = iw * ih
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two bool masks of the same shape."""
     union = np.count_nonzero(a | b)
