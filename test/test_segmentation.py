@@ -387,6 +387,17 @@ def test_segtrain_frames_dir_adds_labelled_frames_and_names_bad_files(tmp_path):
     xs, ys = labelled_frames(cfg)
     assert xs.shape == (3, 3, cfg.input_h, cfg.input_w) and ys.shape == (3, cfg.input_h // 2, cfg.input_w // 2)
     assert 0.1 < (ys[0] > 127).float().mean() < 0.2
+    # for a box head: 255 (a container of unknown box) gets no box target, labels 1-254 their pixels' box
+    xs, ys = labelled_frames(cfg.replace(box_head=True, frames_repeat=1))
+    assert ys.shape == (1, 5, cfg.input_h // 2, cfg.input_w // 2) and ys[0, 1:].max() == 0
+    mask[10:30, 20:30] = 1
+    mask[10:30, 30:40] = 2
+    cv2.imwrite(str(tmp_path / "a.mask.png"), mask)
+    _, ys = labelled_frames(cfg.replace(box_head=True, frames_repeat=1))
+    sy, sx = ys.shape[2] / 48, ys.shape[3] / 64  # output pixels per frame pixel
+    left, right = ys[0, :, int(20 * sy), int(25 * sx)], ys[0, :, int(20 * sy), int(35 * sx)]
+    # each half's left + right distance spans its own 10-px box (of 64), not the 20-px union
+    assert abs(float(left[1] + left[3]) / 255 - 10 / 64) < 0.03 and abs(float(right[1] + right[3]) / 255 - 10 / 64) < 0.03
     cv2.imwrite(str(tmp_path / "b.jpg"), frame)
     with pytest.raises(ValueError, match=r"b\.jpg has no readable mask b\.mask\.png"):
         labelled_frames(cfg)

@@ -200,6 +200,16 @@ def instance_labels(fg: np.ndarray, boxes) -> np.ndarray:
     return labels
 
 
+def label_boxes(labels: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The pixel box of each instance label 1, 2, ... up to the largest below :data:`UNKNOWN_INSTANCE`
+    (an empty box for a missing label)."""
+    boxes = []
+    for k in range(1, int(labels[labels < UNKNOWN_INSTANCE].max(initial=0)) + 1):
+        ys, xs = np.nonzero(labels == k)
+        boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(ys) else (0, 0, 0, 0))
+    return boxes
+
+
 def box_maps(labels: np.ndarray, boxes, out_hw) -> np.ndarray:
     """4 x h x w uint8 box targets at the output size: at each pixel of instance k (``labels``, frame
     size, k = index into ``boxes`` + 1) its distances to ``boxes[k - 1]``'s left, top, right and
@@ -312,11 +322,7 @@ def labelled_frames(cfg: SegConfig):
         if mask.shape != bgr.shape[:2]:
             raise ValueError(f"frames_dir: {mask_path} is {mask.shape[1]} x {mask.shape[0]}, its frame "
                              f"{bgr.shape[1]} x {bgr.shape[0]}")
-        boxes = []
-        for k in range(1, int(mask[mask < UNKNOWN_INSTANCE].max(initial=0)) + 1):
-            ys_, xs_ = np.nonzero(mask == k)
-            boxes.append((xs_.min(), ys_.min(), xs_.max() + 1, ys_.max() + 1) if len(ys_) else (0, 0, 0, 0))
-        x, y = _sample(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), mask, cfg, boxes)
+        x, y = _sample(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), mask, cfg, label_boxes(mask) if cfg.box_head else None)
         xs.append(x)
         ys.append(y)
     r = cfg.frames_repeat
