@@ -66,10 +66,15 @@ def instances(prob: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.
         ys, xs = np.nonzero(small)
         box = (int(np.floor(xs.min() * sx)), int(np.floor(ys.min() * sy)),
                min(W, int(np.ceil((xs.max() + 1) * sx))), min(H, int(np.ceil((ys.max() + 1) * sy))))
-        mask = cv2.resize(small.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
-        out.append((box, float(prob[small].mean()), mask))
+        out.append((box, float(prob[small].mean()), _frame_mask(small, frame_hw)))
     out.sort(key=lambda d: (d[0][0], d[0][1]))
     return out
+
+
+def _frame_mask(small: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """A bool mask of the network's output size as a frame-sized bool mask (nearest neighbour)."""
+    H, W = frame_hw
+    return cv2.resize(small.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def box_instances(maps: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5, min_area: float = 0.002,
@@ -102,24 +107,22 @@ def box_instances(maps: np.ndarray, frame_hw: tuple[int, int], threshold: float 
     boxes = np.stack([cx - left, cy - top, cx + right, cy + bottom], 1)
     rank = p * np.sqrt(np.minimum(left, right) / np.maximum(np.maximum(left, right), 1e-9)  # p x centre-ness
                        * np.minimum(top, bottom) / np.maximum(np.maximum(top, bottom), 1e-9))
-    remaining, left_over = np.ones(len(p), bool), len(p)
-    out = []
+    left_over, out = len(p), []  # a rank of -1 marks a pixel already in a container (others are >= 0)
     while left_over >= min_px and len(out) < max_containers:
         i = int(np.argmax(rank))
-        members = remaining & (box_ious(boxes[i], boxes) >= vote_iou)
+        members = (rank >= 0) & (box_ious(boxes[i], boxes) >= vote_iou)
         members[i] = True
-        remaining &= ~members
         rank[members] = -1.0
-        left_over -= int(members.sum())
-        if members.sum() < min_px:
+        count = int(np.count_nonzero(members))
+        left_over -= count
+        if count < min_px:
             continue
         bx = np.clip(np.median(boxes[members], 0), 0.0, 1.0) * (W, H, W, H)
         x0, y0 = int(np.floor(bx[0] + 1e-3)), int(np.floor(bx[1] + 1e-3))  # float32 noise is no pixel
         box = (x0, y0, max(x0 + 1, min(W, int(np.ceil(bx[2] - 1e-3)))), max(y0 + 1, min(H, int(np.ceil(bx[3] - 1e-3)))))
-        small = np.zeros((h, w), np.uint8)
-        small[ys[members], xs[members]] = 1
-        mask = cv2.resize(small, (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
-        out.append((box, float(p[members].mean()), mask))
+        small = np.zeros((h, w), bool)
+        small[ys[members], xs[members]] = True
+        out.append((box, float(p[members].mean()), _frame_mask(small, frame_hw)))
     out.sort(key=lambda d: (d[0][0], d[0][1]))
     return out
 

@@ -370,8 +370,10 @@ def evaluate(model, xs, ys, boxes, frame_hw, mask_threshold: float = 0.5) -> dic
     for i in range(len(xs)):
         prob = torch.sigmoid(model(xs[i: i + 1].to(device).float() / 255))[0].float().cpu().numpy()
         dets = instances(prob, frame_hw, mask_threshold)
-        fg, gt = (prob[0] if prob.ndim == 3 else prob) >= mask_threshold, ys[i].numpy() >= 128
-        gt = gt[0] if gt.ndim == 3 else gt
+        target = ys[i].numpy()
+        if prob.ndim == 3:  # a box head: channel 0 is the foreground
+            prob, target = prob[0], target[0]
+        fg, gt = prob >= mask_threshold, target >= 128
         union = (fg | gt).sum()
         ious.append((fg & gt).sum() / union if union else 1.0)
         n_true += len(boxes[i])
