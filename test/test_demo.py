@@ -75,33 +75,3 @@ def test_demo_counts_the_frames_a_folder_has(tmp_path):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
     assert source_frames(str(tmp_path), 60) == "3 frames (all of the source)"
     assert source_frames("procedural", 60) == "60 frames"
-
-
-def test_demo_stops_waiting_for_discovery_once_the_node_listens(monkeypatch):
-    """The probe's ROS graph can lag far behind the node (a 90 s wait was seen in a full test run):
-    once the node says it is listening, the demo waits 5 s more for the graph, not the full 90 s."""
-    import time
-
-    import rclpy
-
-    from fillcls_ros.demo import Demo
-
-    class Probe:
-        def count_publishers(self, topic):
-            return 0  # the graph never shows the node's publisher
-
-    class Node:
-        output = "[fillcls_node] listening on /image\n"
-
-        def alive(self):
-            return True
-
-        def wait_for_output(self, text, timeout=60.0):
-            return text in self.output
-
-    demo = object.__new__(Demo)
-    demo.probe, demo.node = Probe(), Node()
-    monkeypatch.setattr(rclpy, "spin_once", lambda node, timeout_sec=0.0: time.sleep(timeout_sec))
-    t0 = time.monotonic()
-    demo.wait_for_node()
-    assert 4.5 < time.monotonic() - t0 < 15
