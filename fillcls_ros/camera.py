@@ -34,6 +34,8 @@ from fillcls.image_codec import rgb_to_image_fields
 from . import parameters
 from .spin import spin_main
 
+#: What the camera logs when it stops publishing (its ``count`` reached, or a non-looping source exhausted).
+CAMERA_DONE = "camera done"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -178,16 +180,20 @@ class CameraNode(Node):
             return now - self._ready_since > 5e8  # let the matches settle on both sides
         return False
 
+    def _finish(self, why: str) -> None:
+        """Stop publishing and say so (``CAMERA_DONE``: what the demo waits for)."""
+        self.timer.cancel()
+        self.get_logger().info(f"{CAMERA_DONE}: {why}")
+
     def _tick(self):
         if self.sent == 0 and not self._subscribers_ready():
             return
         if self.params["count"] and self.sent >= self.params["count"]:
-            self.timer.cancel()
+            self._finish(f"count {self.sent} reached")
             return
         frame = self.frames.next()
         if frame is None:
-            self.timer.cancel()
-            self.get_logger().info(f"source exhausted after {self.sent} frames")
+            self._finish(f"source exhausted after {self.sent} frames")
             return
         rgb, truth = frame
         if self.params["encoding"] == "bgr8":

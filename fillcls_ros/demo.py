@@ -138,6 +138,8 @@ class Demo:
         stamps answered, in order."""
         import rclpy
 
+        from .camera import CAMERA_DONE
+
         shown: list = []
         deadline = time.monotonic() + self.args.frames / self.args.rate + 90
         last_new = time.monotonic()
@@ -149,7 +151,7 @@ class Demo:
                 shown.append(k)
                 last_new = time.monotonic()
                 self._print_answer(k, len(shown), board)
-            cam_done = not self.camera.alive() or "source exhausted" in self.camera.output or (
+            cam_done = not self.camera.alive() or CAMERA_DONE in self.camera.output or (
                 self.args.frames and len(shown) >= self.args.frames)
             if cam_done and time.monotonic() - last_new > 3.0:
                 break

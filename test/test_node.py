@@ -196,6 +196,19 @@ def test_camera_process_to_node_process(ros, node_proc):
             ros.destroy_subscription(s)
 
 
+def test_camera_says_when_its_count_is_reached():
+    """A camera with ``count`` stops after that many frames and says so (the demo waits for it: a node
+    that skipped a frame otherwise kept the demo streaming until its 90 s deadline)."""
+    from fillcls_ros.camera import CAMERA_DONE
+
+    camera = NodeProcess({"source": "synthetic", "rate": 20.0, "count": 3, "width": 160, "height": 120},
+                         node_exe="fillcls-camera")
+    try:
+        assert camera.wait_for_output(f"{CAMERA_DONE}: count 3 reached", 60), camera.output
+    finally:
+        assert camera.stop(signal.SIGINT) == 0, camera.output
+
+
 def test_compressed_input_and_sigterm(ros, tiny_model, two_containers):
     import cv2
     from sensor_msgs.msg import CompressedImage
